@@ -1,0 +1,157 @@
+"""Gaussian diffusion of the image, in the variational-diffusion (VDM) form.
+
+Everything is parameterised by log-SNRs lambda: alpha^2 = sigmoid(lambda),
+sigma^2 = sigmoid(-lambda), x_t = alpha_t x_0 + sigma_t eps. Times only enter
+through lambda, so these functions serve integer-step and continuous-time code
+alike. Per-example log-SNRs `[B]` broadcast against images `[B, H, W, C]`.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from gcd_jax.diffusion import schedules
+
+PREDICTIONS = ("eps", "x0", "v")
+
+
+def _bcast(v, x):
+  """Right-pads the shape of `v` with 1s so it broadcasts against `x`."""
+  v = jnp.asarray(v)
+  return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))
+
+
+def _alpha_sigma(log_snr, x):
+  alpha, sigma = schedules.alpha_sigma(_bcast(log_snr, x))
+  return alpha, sigma
+
+
+def q_sample(x0, log_snr, noise):
+  """x_t = alpha x0 + sigma noise.
+
+  Args:
+    x0: [B, ...] clean data.
+    log_snr: [B] or scalar lambda_t.
+    noise: same shape as x0, standard normal.
+  """
+  alpha, sigma = _alpha_sigma(log_snr, x0)
+  return alpha * x0 + sigma * noise
+
+
+def posterior(x0, x_t, log_snr_t, log_snr_s):
+  """q(x_s | x_t, x0) for s < t (so lambda_s > lambda_t): returns (mean, variance).
+
+  With c = -expm1(lambda_t - lambda_s) = 1 - SNR_t / SNR_s:
+    mean = alpha_s (x_t (1 - c) / alpha_t + c x0),  variance = sigma_s^2 c.
+  The variance is returned broadcastable to x_t ([B, 1, ..., 1]).
+  """
+  alpha_t, _ = _alpha_sigma(log_snr_t, x_t)
+  alpha_s, sigma_s = _alpha_sigma(log_snr_s, x_t)
+  c = -jnp.expm1(_bcast(log_snr_t, x_t) - _bcast(log_snr_s, x_t))
+  mean = alpha_s * (x_t * (1.0 - c) / alpha_t + c * x0)
+  variance = jnp.square(sigma_s) * c
+  return mean, variance
+
+
+def renoise(x_s, log_snr_s, log_snr_t, noise):
+  """Takes a sample at s to a sample at t > s: a draw from q(x_t | x_s).
+
+  x_t = (alpha_t / alpha_s) x_s + std * noise, with
+  std^2 = sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2 = sigma_t^2 (1 - SNR_t / SNR_s).
+  (The released RePaint code uses std = sigma_t - sigma_s alpha_t / alpha_s,
+  which under-noises by a factor of 4-8; GCDP_NOTES section 4, defect 2.)
+  """
+  alpha_s, _ = _alpha_sigma(log_snr_s, x_s)
+  alpha_t, sigma_t = _alpha_sigma(log_snr_t, x_s)
+  c = -jnp.expm1(_bcast(log_snr_t, x_s) - _bcast(log_snr_s, x_s))
+  std = sigma_t * jnp.sqrt(c)
+  return (alpha_t / alpha_s) * x_s + std * noise
+
+
+# Conversions between the three parameterisations of the network's output.
+# v = alpha eps - sigma x0 (Salimans & Ho), so that x0 = alpha x_t - sigma v.
+
+
+def x0_from_eps(x_t, log_snr, eps):
+  alpha, sigma = _alpha_sigma(log_snr, x_t)
+  return (x_t - sigma * eps) / alpha
+
+
+def eps_from_x0(x_t, log_snr, x0):
+  alpha, sigma = _alpha_sigma(log_snr, x_t)
+  return (x_t - alpha * x0) / sigma
+
+
+def v_from_x0_eps(x0, eps, log_snr):
+  alpha, sigma = _alpha_sigma(log_snr, x0)
+  return alpha * eps - sigma * x0
+
+
+def x0_from_v(x_t, log_snr, v):
+  alpha, sigma = _alpha_sigma(log_snr, x_t)
+  return alpha * x_t - sigma * v
+
+
+def eps_from_v(x_t, log_snr, v):
+  alpha, sigma = _alpha_sigma(log_snr, x_t)
+  return sigma * x_t + alpha * v
+
+
+def to_x0_eps(prediction, x_t, log_snr, kind: str):
+  """(x0_hat, eps_hat) from a network output of the given kind ('eps', 'x0', 'v')."""
+  if kind == "eps":
+    return x0_from_eps(x_t, log_snr, prediction), prediction
+  if kind == "x0":
+    return prediction, eps_from_x0(x_t, log_snr, prediction)
+  if kind == "v":
+    return x0_from_v(x_t, log_snr, prediction), eps_from_v(x_t, log_snr, prediction)
+  raise ValueError(f"unknown prediction kind {kind!r}; expected one of {PREDICTIONS}")
+
+
+def target(x0, eps, log_snr, kind: str):
+  """The regression target for a network that predicts `kind`."""
+  if kind == "eps":
+    return eps
+  if kind == "x0":
+    return x0
+  if kind == "v":
+    return v_from_x0_eps(x0, eps, log_snr)
+  raise ValueError(f"unknown prediction kind {kind!r}; expected one of {PREDICTIONS}")
+
+
+def p2_weight(log_snr, gamma: float = 0.5, k: float = 1.0):
+  """Perception-prioritised weight (k + SNR)^-gamma (Choi et al. 2022); gamma=0 is 1.
+
+  Computed as exp(-gamma * log(k + e^lambda)) so that large |lambda| neither
+  overflows nor underflows.
+  """
+  log_snr = jnp.asarray(log_snr)
+  return jnp.exp(-gamma * jnp.logaddexp(jnp.log(k), log_snr))
+
+
+def dynamic_threshold(x0, percentile: float = 0.95):
+  """Imagen's dynamic thresholding of an x0 estimate [B, ...].
+
+  s = max(1, quantile(|x0|, percentile)) per example; x0 -> clip(x0, -s, s) / s.
+  """
+  flat = jnp.abs(x0.reshape(x0.shape[0], -1))
+  s = jnp.maximum(jnp.quantile(flat, percentile, axis=-1), 1.0)
+  s = _bcast(s, x0)
+  return jnp.clip(x0, -s, s) / s
+
+
+def mean_flat(x):
+  """Mean over all axes but the first: [B, ...] -> [B]."""
+  return jnp.mean(x, axis=tuple(range(1, x.ndim)))
+
+
+def normal_kl(mean1, var1, mean2, var2):
+  """Elementwise KL(N(mean1, var1) || N(mean2, var2))."""
+  return 0.5 * (jnp.log(var2) - jnp.log(var1) + (var1 + jnp.square(mean1 - mean2)) / var2 - 1.0)
+
+
+__all__ = [
+    "PREDICTIONS", "q_sample", "posterior", "renoise", "x0_from_eps", "eps_from_x0",
+    "v_from_x0_eps", "x0_from_v", "eps_from_v", "to_x0_eps", "target", "p2_weight",
+    "dynamic_threshold", "mean_flat", "normal_kl",
+]
