@@ -1,0 +1,91 @@
+"""Named `UNetConfig`s for the joint U-Net.
+
+  tiny        tests only: two levels, 0.2M parameters, compiles in seconds.
+  shapes      the embedded toy dataset at 32x32, K = 8, MiniLM text (384): 4.5M
+              parameters, 1.1 GFLOPs per forward, sized for training on a laptop CPU.
+  paper_base  the paper's base model (GCDP_NOTES section 3): dim 128, mults (1, 2, 4, 8),
+              res blocks (2, 4, 8, 8), self- and cross-attention on levels 2-4, 8 heads x
+              64, T5-large text (1024), K = 19 (CelebA; use num_classes=20 for Cityscapes),
+              in Imagen's memory-efficient layout as the released code.
+  paper_sr    the super-resolution stage of the cascade, as released (SRJointUnet):
+              paper_base without self-attention in the levels, cross-attention on the
+              lowest level only, lowres_cond on.
+
+Parameter counts and forward FLOPs: `python -m gcd_jax.models.summary --preset NAME`.
+Override single fields with `get_preset(name, num_classes=20)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gcd_jax.models.unet import UNetConfig
+
+
+def tiny() -> UNetConfig:
+  """For tests: 2 levels, dim 16, attention (self and cross) on the low level only."""
+  return UNetConfig(
+      num_classes=5, layout_embed_dim=8,
+      dim=16, channel_mults=(1, 2), num_res_blocks=1,
+      self_attention=(False, True), cross_attention=(False, True), mid_attention=True,
+      num_heads=2, head_dim=8, ff_mult=2, dropout=0.1, norm_groups=4,
+      fourier_dim=8, text_dim=32, text_proj_dim=32, num_null_text_tokens=2)
+
+
+def shapes() -> UNetConfig:
+  """The embedded shapes dataset at 32x32 (levels at 32, 16, 8): 4.5M parameters.
+
+  Narrow at full resolution (32 channels), where a 3x3 convolution costs the
+  most: 1.1 GFLOPs per 32x32 forward against 2.9 (and 7.6M parameters) for
+  dim 64 with mults (1, 2, 2). Self-attention only at 8x8;
+  cross-attention at 16x16 and 8x8, where a caption word like "left" can still
+  address a region.
+  """
+  return UNetConfig(
+      num_classes=8, layout_embed_dim=16,
+      dim=32, channel_mults=(1, 2, 4), num_res_blocks=2,
+      self_attention=(False, False, True), cross_attention=(False, True, True),
+      mid_attention=True, num_heads=4, head_dim=32, ff_mult=2,
+      dropout=0.1,  # a small dataset: regularise like ADM on CIFAR-10
+      norm_groups=8, text_dim=384, text_proj_dim=128, num_null_text_tokens=4)
+
+
+def paper_base() -> UNetConfig:
+  """GCDP base model (128x128 CelebA / 128x256 Cityscapes), GCDP_NOTES section 3.
+
+  As released (BaseJointUnet with the overrides of train.py): Imagen's
+  memory-efficient layout (levels at 64, 32, 16, 8 for a 128x128 input),
+  text projected to 128 (Imagen's cond_dim = dim), FiLM width 4 * dim = 512.
+  """
+  return UNetConfig(
+      num_classes=19, layout_embed_dim=32,
+      dim=128, channel_mults=(1, 2, 4, 8), num_res_blocks=(2, 4, 8, 8),
+      self_attention=(False, True, True, True), cross_attention=(False, True, True, True),
+      mid_attention=True, num_heads=8, head_dim=64, ff_mult=2,
+      dropout=0.0,  # Imagen's default, which the released code keeps
+      norm_groups=8, downsample_first=True,
+      text_dim=1024, text_proj_dim=128, num_null_text_tokens=4)
+
+
+def paper_sr() -> UNetConfig:
+  """Joint super-resolution stage (128 -> 256 CelebA, 128x256 -> 256x512 Cityscapes).
+
+  As released (SRJointUnet): paper_base's widths and depths with no
+  self-attention in the levels (only in the middle block, at H/16) and
+  cross-attention on the lowest level only; conditioned on the upsampled
+  low-res image and layout; FiLM width doubled to 8 * dim as Imagen does for
+  low-res conditioning.
+  """
+  return dataclasses.replace(
+      paper_base(), self_attention=False, cross_attention=(False, False, False, True),
+      lowres_cond=True, time_embed_dim=1024)
+
+
+PRESETS = {"tiny": tiny, "shapes": shapes, "paper_base": paper_base, "paper_sr": paper_sr}
+
+
+def get_preset(name: str, **overrides) -> UNetConfig:
+  """The named preset, with `overrides` replacing single fields."""
+  if name not in PRESETS:
+    raise ValueError(f"unknown U-Net preset {name!r}; expected one of {sorted(PRESETS)}")
+  return dataclasses.replace(PRESETS[name](), **overrides)

@@ -1,0 +1,125 @@
+"""Parameter counts and forward FLOPs of a `JointUNet` configuration.
+
+  python -m gcd_jax.models.summary --preset shapes --height 32 --width 32 --batch 1
+
+Parameters are initialised abstractly (`jax.eval_shape`), so even paper_base
+allocates nothing; FLOPs come from XLA's cost analysis of the compiled forward
+pass (compilation only, nothing is run). XLA counts a multiply-add as 2 FLOPs
+and includes elementwise work; the number depends a little on the backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from clu import parameter_overview
+from flax import traverse_util
+
+from gcd_jax.models import presets
+from gcd_jax.models.unet import JointUNet, UNetConfig
+
+
+def example_inputs(config: UNetConfig, batch: int, height: int, width: int,
+                   text_len: int) -> tuple[tuple, dict]:
+  """Abstract (ShapeDtypeStruct) positional and keyword inputs of a forward pass."""
+  s = jax.ShapeDtypeStruct
+  image = s((batch, height, width, config.image_channels), jnp.float32)
+  layout = s((batch, height, width), jnp.int32) if config.layout else None
+  args = (image, layout, s((batch,), jnp.float32),
+          s((batch, text_len, config.text_dim), jnp.float32), s((batch, text_len), jnp.bool_))
+  kwargs = {"drop_text": s((batch,), jnp.bool_)}
+  if config.self_condition_image:
+    kwargs["self_cond_image"] = image
+  if config.self_condition_layout:
+    kwargs["self_cond_layout"] = s((batch, height, width, config.num_classes), jnp.float32)
+  if config.lowres_cond:
+    kwargs.update(lowres_image=image, lowres_log_snr=s((batch,), jnp.float32))
+    if config.layout:
+      kwargs["lowres_layout"] = layout
+  return args, kwargs
+
+
+def param_shapes(config: UNetConfig, height: int = 32, width: int = 32, text_len: int = 8):
+  """The 'params' tree of `JointUNet(config)` as ShapeDtypeStructs (no allocation).
+
+  Parameter shapes do not depend on the input size; height and width only
+  have to be divisible by 2**(levels - 1).
+  """
+  args, kwargs = example_inputs(config, 1, height, width, text_len)
+  variables = jax.eval_shape(
+      lambda a, kw: JointUNet(config).init(jax.random.key(0), *a, **kw), args, kwargs)
+  return variables["params"]
+
+
+def count_params(params) -> int:
+  """Total number of scalars in a parameter tree (arrays or ShapeDtypeStructs)."""
+  return int(parameter_overview.count_parameters(params))
+
+
+def params_per_module(params, depth: int = 1) -> dict[str, int]:
+  """Parameter count per module, grouping the param paths by their first `depth` names."""
+  counts: dict[str, int] = {}
+  for path, leaf in traverse_util.flatten_dict(params).items():
+    key = "/".join(path[:depth])
+    counts[key] = counts.get(key, 0) + int(np.prod(leaf.shape))
+  return counts
+
+
+def forward_flops(config: UNetConfig, batch: int, height: int, width: int,
+                  text_len: int) -> float:
+  """FLOPs of one inference forward pass, from XLA's compiled cost analysis."""
+  model = JointUNet(config)
+  params = param_shapes(config, height, width, text_len)
+  args, kwargs = example_inputs(config, batch, height, width, text_len)
+  fn = jax.jit(lambda p, a, kw: model.apply({"params": p}, *a, **kw))
+  cost = fn.lower(params, args, kwargs).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax returned one dict per device
+    cost = cost[0]
+  return float(cost["flops"])
+
+
+def summarize(config: UNetConfig, batch: int, height: int, width: int, text_len: int,
+              depth: int = 1, full: bool = False, flops: bool = True) -> str:
+  """Human-readable report: config, per-module parameter table, totals, FLOPs."""
+  params = param_shapes(config, height, width, text_len)
+  lines = [f"UNetConfig: {dataclasses.asdict(config)}", ""]
+  if full:
+    lines += [parameter_overview.get_parameter_overview(params, include_stats=False), ""]
+  per_module = params_per_module(params, depth)
+  name_width = max(len(k) for k in per_module)
+  lines += [f"{'module':<{name_width}}  {'params':>13}"]
+  lines += [f"{k:<{name_width}}  {v:>13,}" for k, v in per_module.items()]
+  total = count_params(params)
+  lines += ["", f"total parameters: {total:,} ({total / 1e6:.2f} M)"]
+  if flops:
+    f = forward_flops(config, batch, height, width, text_len)
+    lines += [f"forward FLOPs at batch {batch}, {height}x{width}, {text_len} text tokens: "
+              f"{f:.4g} ({f / 1e9:.2f} GFLOPs)"]
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default="shapes", choices=sorted(presets.PRESETS))
+  parser.add_argument("--height", type=int, default=32)
+  parser.add_argument("--width", type=int, default=32)
+  parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--text_len", type=int, default=64,
+                      help="number of text tokens (the FLOPs of cross-attention grow with it)")
+  parser.add_argument("--depth", type=int, default=1,
+                      help="group parameter counts by this many path components")
+  parser.add_argument("--full", action="store_true", help="also print every parameter (clu table)")
+  parser.add_argument("--no_flops", action="store_true", help="skip compiling for FLOPs")
+  args = parser.parse_args(argv)
+  config = presets.get_preset(args.preset)
+  print(summarize(config, args.batch, args.height, args.width, args.text_len,
+                  depth=args.depth, full=args.full, flops=not args.no_flops))
+
+
+if __name__ == "__main__":
+  main()
