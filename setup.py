@@ -35,6 +35,8 @@ setuptools.setup(
         "scipy>=1.13",
         "pillow>=10",
         "absl-py>=2.1",
+        # tensorflow-datasets imports it but declares it only for Python < 3.9.
+        "importlib_resources>=6",
     ],
     extras_require={"test": ["pytest>=8"]},
 )

@@ -1,8 +1,77 @@
-"""Shared test settings: quiet TensorFlow, CPU only, no network."""
+"""Shared test settings and fixtures: CPU only, no network, 8 forced host devices.
+
+The environment is set before anything imports JAX: the sharding tests need
+several devices, and a run of the suite must never reach the network.
+"""
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_force_host_platform_device_count=8").strip()
+# Identical programs compiled by several tests (the train step of two runs that
+# are compared) are compiled once per session.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gcd_jax_xla_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TINY_BERT = REPO / "tests" / "models" / "golden" / "text_encoders" / "bert_tiny"
+
+
+@pytest.fixture(scope="session")
+def scenes_data_dir(tmp_path_factory):
+  """A prepared synthetic_scenes/32_mini (200 train, 100 test) in a TFDS data dir."""
+  from tfds_builders.synthetic_scenes import SyntheticScenes  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp("tfds")
+  SyntheticScenes(data_dir=str(data_dir), config="32_mini", file_format="array_record").download_and_prepare()
+  return str(data_dir)
+
+
+def load_config(name):
+  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def tiny_config(data_dir, **train_overrides):
+  """The shapes config shrunk for tests: tiny U-Net at 16x16, tiny BERT, 4 steps."""
+  from gcd_jax.models import presets  # pylint: disable=g-import-not-at-top
+  c = load_config("shapes")
+  c.data.config = "32_mini"
+  c.data.data_dir = data_dir
+  c.data.batch_size = 8
+  c.data.height = c.data.width = 16
+  c.text.encoder = str(TINY_BERT)
+  c.text.max_length = 8
+  c.model = presets.get_preset("tiny", num_classes=8, text_dim=32).to_dict()
+  c.optimizer.warmup_steps = 2
+  c.train.num_steps = 4
+  c.train.log_every = 2
+  c.train.checkpoint_every = 2
+  c.train.sample_every = 0
+  c.mesh.data = 1  # one device: the 1-vs-8 test covers sharding, and this compiles fastest
+  c.train.update(train_overrides)
+  return c
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(scenes_data_dir, tmp_path_factory):
+  """A workdir with a 2-step tiny run (sampling: 4 steps), for sampling and evaluation tests."""
+  from gcd_jax import train  # pylint: disable=g-import-not-at-top
+  config = tiny_config(scenes_data_dir, num_steps=2)
+  config.sample.steps = 4
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  train.train_and_evaluate(config, str(workdir))
+  return workdir

@@ -1,0 +1,374 @@
+"""Input pipeline: prepared TFDS datasets (array_record) -> batches for training.
+
+  batch = next(make_train_iterator("synthetic_scenes/32", image_size=(32, 32),
+                                   batch_size=64, seed=0))
+  batch["image"]    [B, H, W, 3] float32 in [-1, 1]
+  batch["layout"]   [B, H, W]    int32 class ids (or the dataset's ignore id)
+  batch["caption"]  [B]          object array of str, one caption per image
+  batch["id"]       [B]          object array of str, the example ids
+
+Stages (grain `MapDataset`, so every stage is random access and the iterator
+state is just a position):
+
+  1. read serialized examples with `tfds.data_source`, leaving images and
+     layouts as encoded bytes (we decode them ourselves, straight to the target
+     size, see 4);
+  2. shard for this process (`process_index`, `process_count`), then shuffle
+     (a new permutation every epoch) and repeat;
+  3. group `batch_size` examples;
+  4. per example: decode; antialiased (Lanczos) resize of the image and
+     nearest-neighbour resize of the layout to `image_size`; per batch
+     (vectorised): horizontal flip of image and layout together with the
+     left/right class swap, caption choice;
+  5. prefetch in `num_threads` threads (PIL releases the GIL while decoding and
+     resizing) and, with `num_workers` > 0, in that many processes;
+  6. in the main process: uint8 -> float32 [-1, 1] images, int32 layouts
+     (after 5, so workers send 4x fewer bytes).
+
+Randomness: every random choice for an example (flip, caption) is a hash of
+(seed, epoch, example index in the split), so it does not depend on the number
+of processes, workers or threads, nor on the batch size.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+from absl import flags
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from gcd_jax.data.features import LayoutClasses
+
+_RESAMPLE = {"lanczos": Image.LANCZOS, "box": Image.BOX, "bilinear": Image.BILINEAR}
+
+
+# ---------------------------------------------------------------------------
+# Opening prepared datasets.
+
+
+def load_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """The prepared dataset `name` ("synthetic_scenes/32", "layout_folder/my_data").
+
+  Reads the files alone when the builder code is not imported, so a dataset can
+  be read anywhere it was copied. Raises FileNotFoundError with the prepare
+  command when it has not been prepared.
+  """
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  # Not found: no files and no code (DatasetNotFoundError), or code without that
+  # config and no files (ValueError, e.g. an unprepared layout_folder/NAME).
+  except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+    raise FileNotFoundError(
+        f"Dataset {name!r} not found in data_dir {data_dir or '~/tensorflow_datasets'}: "
+        f"prepare it with `python -m gcd_jax.prepare --dataset {name.split('/')[0]} ...`"
+        f" ({str(e).splitlines()[0][:300]})") from None
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"Dataset {name!r} is not prepared in {builder.data_dir}: run "
+        f"`python -m gcd_jax.prepare --dataset {name.split('/')[0]} ...` first.")
+  if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    raise ValueError(
+        f"Dataset {name!r} in {builder.data_dir} is stored as {builder.info.file_format}; "
+        "the pipeline reads array_record (random access): prepare it with gcd_jax.prepare.")
+  return builder
+
+
+def layout_classes(builder_or_name: tfds.core.DatasetBuilder | str,
+                   data_dir: str | None = None) -> LayoutClasses:
+  """The dataset's LayoutClasses, from its metadata ("layout_classes", written by
+  every gcd_jax builder), else from the builder module's `CLASSES`."""
+  builder = (load_builder(builder_or_name, data_dir) if isinstance(builder_or_name, str)
+             else builder_or_name)
+  metadata = builder.info.metadata or {}
+  if "layout_classes" in metadata:
+    value = metadata["layout_classes"]
+    return LayoutClasses.from_json(value if isinstance(value, str) else json.dumps(value))
+  module = _builder_module(builder.name)
+  if module is not None and isinstance(getattr(module, "CLASSES", None), LayoutClasses):
+    return module.CLASSES
+  raise ValueError(
+      f"Dataset {builder.name!r} in {builder.data_dir} has no 'layout_classes' in its "
+      "metadata.json and its builder module defines no CLASSES.")
+
+
+def _builder_module(name: str):
+  try:
+    return importlib.import_module(f"tfds_builders.{name}")
+  except ImportError:
+    return None
+
+
+def resolve_split(builder: tfds.core.DatasetBuilder, split: str) -> str:
+  """Maps a subset name ("train_25") to a TFDS split ("train[:25%]") when the
+  dataset's metadata declares it; other names (and "train+val") pass through."""
+  aliases = (builder.info.metadata or {}).get("split_aliases", {})
+  return aliases.get(split, split)
+
+
+def data_source(name: str, split: str, data_dir: str | None = None):
+  """Random-access source of one split; images and layouts stay encoded bytes.
+
+  Returns:
+    (source, builder): source[i] is {"image": bytes, "layout": bytes,
+    "captions": [n] array of bytes, "id": bytes}.
+  """
+  builder = load_builder(name, data_dir)
+  tfds_split = resolve_split(builder, split)
+  try:
+    source = builder.as_data_source(
+        split=tfds_split,
+        decoders={"image": tfds.decode.SkipDecoding(), "layout": tfds.decode.SkipDecoding()})
+  except (ValueError, KeyError) as e:
+    raise ValueError(
+        f"Dataset {name!r}: split {split!r} (-> {tfds_split!r}) is not available; splits:"
+        f" {sorted(builder.info.splits)}, aliases:"
+        f" {sorted((builder.info.metadata or {}).get('split_aliases', {}))}. ({e})") from e
+  return source, builder
+
+
+# ---------------------------------------------------------------------------
+# Per-example decoding and the batch transform.
+
+
+def decode_image(data: bytes, size: tuple[int, int], resample: str = "lanczos") -> np.ndarray:
+  """Encoded image -> [H, W, 3] uint8 at size (H, W), antialiased.
+
+  JPEGs are first downscaled in the DCT domain to no less than twice the target
+  size (`draft`): it is several times faster and the final Lanczos step still
+  sees an image at least 2x larger than the output.
+  """
+  h, w = size
+  with Image.open(io.BytesIO(data)) as im:
+    if im.format == "JPEG":
+      im.draft("RGB", (2 * w, 2 * h))
+    if im.mode != "RGB":
+      im = im.convert("RGB")
+    if im.size != (w, h):
+      im = im.resize((w, h), _RESAMPLE[resample])
+    return np.asarray(im)
+
+
+def decode_layout(data: bytes, size: tuple[int, int]) -> np.ndarray:
+  """Encoded layout PNG -> [H, W] uint8 class ids at size (H, W), nearest
+  neighbour (class ids must never be averaged)."""
+  h, w = size
+  with Image.open(io.BytesIO(data)) as im:
+    if im.size != (w, h):
+      im = im.resize((w, h), Image.NEAREST)
+    arr = np.asarray(im)
+  return arr[..., 0] if arr.ndim == 3 else arr
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+  # A strong 64-bit mixer: consecutive indices give independent-looking bits.
+  x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
+
+
+def example_random_bits(seed: int, keys: np.ndarray) -> np.ndarray:
+  """[B] uint64 random bits for examples with [B] int keys (see module doc)."""
+  with np.errstate(over="ignore"):
+    s = _splitmix64(np.asarray([seed], np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    return _splitmix64(np.asarray(keys, np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ s)
+
+
+class BatchTransform:
+  """[(key, serialized example)] * B -> batch dict (see module docstring).
+
+  Attributes:
+    image_size: (H, W) of the output.
+    flip: whether to flip horizontally with p = 0.5.
+    flip_table: [256] uint8 class id -> class id after a flip.
+    seed: seed of the flip and caption choices.
+    resample: image filter, "lanczos" (default), "box" (area) or "bilinear".
+  """
+
+  def __init__(self, image_size: tuple[int, int], flip: bool, flip_table: np.ndarray,
+               seed: int, resample: str = "lanczos"):
+    if resample not in _RESAMPLE:
+      raise ValueError(f"resample {resample!r} not one of {sorted(_RESAMPLE)}.")
+    self.image_size = tuple(int(v) for v in image_size)
+    self.flip = flip
+    self.flip_table = np.asarray(flip_table, np.uint8)
+    self.seed = seed
+    self.resample = resample
+
+  def __call__(self, items: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, np.ndarray]:
+    b = len(items)
+    h, w = self.image_size
+    images = np.empty((b, h, w, 3), np.uint8)
+    layouts = np.empty((b, h, w), np.uint8)
+    for i, (_, ex) in enumerate(items):
+      images[i] = decode_image(ex["image"], (h, w), self.resample)
+      layouts[i] = decode_layout(ex["layout"], (h, w))
+
+    bits = example_random_bits(self.seed, np.asarray([k for k, _ in items], np.int64))
+    if self.flip:
+      flipped = (bits & np.uint64(1)).astype(bool)
+      # Image and layout flip together; left/right classes swap (l_eye <-> r_eye)
+      # so that the flipped layout still names the correct side.
+      images[flipped] = images[flipped, :, ::-1]
+      layouts[flipped] = self.flip_table[layouts[flipped, :, ::-1]]
+    captions = np.empty((b,), object)
+    ids = np.empty((b,), object)
+    for i, (_, ex) in enumerate(items):
+      caps = ex["captions"]
+      choice = int((bits[i] >> np.uint64(1)) % np.uint64(len(caps)))
+      captions[i] = _to_str(caps[choice])
+      ids[i] = _to_str(ex["id"])
+    # Still uint8: 4x less to send from worker processes; `to_model_dtypes`
+    # converts after the prefetch stage.
+    return {"image": images, "layout": layouts, "caption": captions, "id": ids}
+
+
+def to_model_dtypes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """uint8 image -> float32 in [-1, 1]; uint8 layout -> int32."""
+  image = batch["image"].astype(np.float32)
+  image *= np.float32(2 / 255)  # In place: no float temporaries.
+  image -= np.float32(1)
+  return {**batch, "image": image, "layout": batch["layout"].astype(np.int32)}
+
+
+def _to_str(v) -> str:
+  return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+# ---------------------------------------------------------------------------
+# Iterators.
+
+
+def _with_key(key: int, example):
+  return key, example
+
+
+def _shard_range(n: int, process_index: int, process_count: int, even: bool) -> slice:
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, process_count={process_count}).")
+  # Training keeps every process at the same number of examples per epoch (the
+  # last n % process_count examples are left out of that epoch), so processes
+  # stay in lockstep; evaluation reads every example once.
+  stop = n - n % process_count if even else n
+  if even and stop == 0:
+    raise ValueError(f"{n} examples cannot be shared by {process_count} processes.")
+  return slice(process_index, stop, process_count)
+
+
+def _make_iterator(ds: grain.MapDataset, num_threads: int, prefetch_buffer_size: int,
+                   num_workers: int, worker_buffer_size: int):
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
+  if num_workers > 0:
+    # grain's worker processes read absl flags; outside an absl app (tests, a
+    # notebook) they are unparsed and grain would fail, so use the defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=num_workers, per_worker_buffer_size=worker_buffer_size))
+  return iter(it_ds.map(to_model_dtypes))
+
+
+def make_dataset(name: str, *, split: str, image_size: tuple[int, int], batch_size: int,
+                 seed: int = 0, train: bool = True, flip: bool | None = None,
+                 num_epochs: int | None = None, drop_remainder: bool | None = None,
+                 process_index: int = 0,
+                 process_count: int = 1, data_dir: str | None = None,
+                 resample: str = "lanczos") -> grain.MapDataset:
+  """The batched MapDataset behind the iterators (random access: ds[i] = batch i).
+
+  Its batches hold uint8 images [B, H, W, 3] and uint8 layouts [B, H, W]; the
+  iterators apply `to_model_dtypes` after prefetching.
+
+  Args:
+    name: prepared dataset, "name" or "name/config".
+    split: split name, TFDS split expression ("train+val", "train[:10%]") or a
+      subset alias from the metadata ("train_25").
+    image_size: (H, W) of the output, rectangular allowed (128, 256).
+    batch_size: examples per batch in this process.
+    seed: seed of shuffling, flips and caption choice.
+    train: shuffle, repeat, equal shards.
+    flip: random horizontal flip; defaults to `train`.
+    num_epochs: with train, None repeats forever.
+    drop_remainder: drop a last partial batch (only possible with num_epochs);
+      defaults to `train`, so that every training batch has the same shape.
+    process_index, process_count: this process' shard (jax.process_index() and
+      jax.process_count() in a multi-host run).
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  source, builder = data_source(name, split, data_dir)
+  classes = layout_classes(builder)
+  n = len(source)
+  # The key of an example is its index in the split plus epoch * n (grain passes
+  # indices past the end of an epoch through every stage), so flips and captions
+  # differ between epochs and do not depend on sharding.
+  ds = grain.MapDataset.source(source).map_with_index(_with_key)
+  ds = ds[_shard_range(n, process_index, process_count, even=train)]
+  if train:
+    ds = ds.shuffle(seed=seed % 2**32).repeat(num_epochs)
+  if drop_remainder is None:
+    drop_remainder = train
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)
+  transform = BatchTransform(image_size, train if flip is None else flip,
+                             classes.flip_table(), seed, resample)
+  return ds.map(transform)
+
+
+def make_train_iterator(name: str, *, image_size: tuple[int, int], batch_size: int,
+                        split: str = "train", seed: int = 0, flip: bool = True,
+                        num_epochs: int | None = None, drop_remainder: bool = True,
+                        process_index: int = 0,
+                        process_count: int = 1, data_dir: str | None = None,
+                        num_threads: int = 2, num_workers: int = 0,
+                        prefetch_buffer_size: int = 4, worker_buffer_size: int = 2,
+                        resample: str = "lanczos") -> grain.DatasetIterator:
+  """Endless (or `num_epochs`) shuffled, flipped batches of this process' shard.
+
+  Returns a grain DatasetIterator; `get_state()` is a small JSON-serialisable dict
+  (see `iterator_state_to_json`) and `set_state()` on a fresh iterator made with
+  the same arguments continues with exactly the next batch.
+
+  Args:
+    num_threads: threads decoding batches in each process (PIL releases the GIL).
+    num_workers: worker processes (0: none, for tests and debugging).
+    prefetch_buffer_size: batches prefetched by the threads.
+    worker_buffer_size: batches buffered by each worker process.
+    Others: see `make_dataset`.
+  """
+  ds = make_dataset(name, split=split, image_size=image_size, batch_size=batch_size,
+                    seed=seed, train=True, flip=flip, num_epochs=num_epochs,
+                    drop_remainder=drop_remainder, process_index=process_index, process_count=process_count,
+                    data_dir=data_dir, resample=resample)
+  return _make_iterator(ds, num_threads, prefetch_buffer_size, num_workers, worker_buffer_size)
+
+
+def make_eval_iterator(name: str, *, image_size: tuple[int, int], batch_size: int,
+                       split: str = "test", seed: int = 0, process_index: int = 0,
+                       process_count: int = 1, data_dir: str | None = None,
+                       num_threads: int = 2, num_workers: int = 0,
+                       prefetch_buffer_size: int = 4,
+                       resample: str = "lanczos") -> grain.DatasetIterator:
+  """One pass over this process' shard in split order: no shuffle, no flip, the
+  last batch may be smaller; shards may differ in size by one example. The
+  caption of each image is a seeded (fixed) choice among its captions."""
+  ds = make_dataset(name, split=split, image_size=image_size, batch_size=batch_size,
+                    seed=seed, train=False, flip=False, process_index=process_index,
+                    process_count=process_count, data_dir=data_dir, resample=resample)
+  return _make_iterator(ds, num_threads, prefetch_buffer_size, num_workers, 1)
+
+
+def iterator_state_to_json(iterator: grain.DatasetIterator) -> str:
+  """The iterator's position as JSON text (store it with the checkpoint)."""
+  return json.dumps(iterator.get_state(), sort_keys=True)
+
+
+def restore_iterator_state(iterator: grain.DatasetIterator, text: str) -> None:
+  """Moves a fresh iterator (same arguments) to the position saved in `text`."""
+  iterator.set_state(json.loads(text))
