@@ -34,6 +34,7 @@ setuptools.setup(
         "numpy>=1.26",
         "scipy>=1.13",
         "pillow>=10",
+        "matplotlib>=3.8",  # guidance-sweep plots
         "absl-py>=2.1",
         # tensorflow-datasets imports it but declares it only for Python < 3.9.
         "importlib_resources>=6",

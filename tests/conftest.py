@@ -75,3 +75,17 @@ def tiny_run_dir(scenes_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("tiny_run")
   train.train_and_evaluate(config, str(workdir))
   return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_image_only_run_dir(scenes_data_dir, tmp_path_factory):
+  """A 2-step image-only run (the paper's baseline) with a scratch text encoder."""
+  from gcd_jax import train  # pylint: disable=g-import-not-at-top
+  config = tiny_config(scenes_data_dir, num_steps=2)
+  config.model.num_classes = 0
+  config.text.encoder = "scratch"
+  config.text.max_length = 24
+  config.sample.steps = 4
+  workdir = tmp_path_factory.mktemp("tiny_image_only_run")
+  state = train.train_and_evaluate(config, str(workdir))
+  return workdir, state

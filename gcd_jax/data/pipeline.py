@@ -372,3 +372,9 @@ def iterator_state_to_json(iterator: grain.DatasetIterator) -> str:
 def restore_iterator_state(iterator: grain.DatasetIterator, text: str) -> None:
   """Moves a fresh iterator (same arguments) to the position saved in `text`."""
   iterator.set_state(json.loads(text))
+
+
+def split_captions(name: str, split: str, data_dir: str | None = None) -> list[str]:
+  """Every caption of every example of a split (to build a word vocabulary)."""
+  source, _ = data_source(name, split, data_dir)
+  return [_to_str(c) for i in range(len(source)) for c in source[i]["captions"]]

@@ -68,6 +68,21 @@ def renoise(x_s, log_snr_s, log_snr_t, noise):
   return (alpha_t / alpha_s) * x_s + std * noise
 
 
+def ddim_step(x_t, x0_hat, log_snr_t, log_snr_s, eta, noise):
+  """DDIM (Song et al. 2021) from t to s < t, in the VDM form.
+
+  Keeps the noise direction implied by (x_t, x0_hat) and adds eta-scaled fresh
+  noise: eta = 0 is deterministic, eta = 1 has the ancestral step's variance
+  sigma_s^2 (1 - SNR_t / SNR_s).
+  """
+  eps = eps_from_x0(x_t, log_snr_t, x0_hat)
+  alpha_s, sigma_s = _alpha_sigma(log_snr_s, x_t)
+  _, var = posterior(x0_hat, x_t, log_snr_t, log_snr_s)
+  noise_var = jnp.square(eta) * var
+  direction = jnp.sqrt(jnp.maximum(jnp.square(sigma_s) - noise_var, 0.0))
+  return alpha_s * x0_hat + direction * eps + jnp.sqrt(noise_var) * noise
+
+
 # Conversions between the three parameterisations of the network's output.
 # v = alpha eps - sigma x0 (Salimans & Ho), so that x0 = alpha x_t - sigma v.
 
@@ -151,7 +166,7 @@ def normal_kl(mean1, var1, mean2, var2):
 
 
 __all__ = [
-    "PREDICTIONS", "q_sample", "posterior", "renoise", "x0_from_eps", "eps_from_x0",
+    "PREDICTIONS", "q_sample", "posterior", "renoise", "ddim_step", "x0_from_eps", "eps_from_x0",
     "v_from_x0_eps", "x0_from_v", "eps_from_v", "to_x0_eps", "target", "p2_weight",
     "dynamic_threshold", "mean_flat", "normal_kl",
 ]

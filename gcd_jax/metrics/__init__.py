@@ -1,0 +1,1 @@
+"""Evaluation metrics; each module is small and tested on its own."""

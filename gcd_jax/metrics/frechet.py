@@ -1,0 +1,65 @@
+"""Frechet distance and kernel inception distance between two sets of features.
+
+Shared by FID (Inception features), FSD (per-class pixel counts of layouts) and
+any other feature extractor. Computed in float64 numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg
+
+
+def statistics(features) -> tuple[np.ndarray, np.ndarray]:
+  """(mean [D], covariance [D, D]) of features [N, D], in float64."""
+  f = np.asarray(features, np.float64)
+  if f.ndim != 2 or f.shape[0] < 2:
+    raise ValueError(f"need features of shape [N >= 2, D], got {f.shape}")
+  return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+  """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Dowson & Landau 1982).
+
+  The matrix square root is taken as in the reference FID code (scipy sqrtm,
+  with a small diagonal offset when the product is near singular).
+  """
+  mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+  s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+  if mu1.shape != mu2.shape or s1.shape != s2.shape:
+    raise ValueError(f"statistics differ in shape: {mu1.shape}/{s1.shape} vs {mu2.shape}/{s2.shape}")
+  diff = mu1 - mu2
+  covmean = linalg.sqrtm(s1 @ s2)
+  if not np.isfinite(covmean).all():
+    offset = np.eye(s1.shape[0]) * 1e-6
+    covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+  covmean = np.real(covmean)
+  return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+
+
+def frechet_distance_of(features1, features2) -> float:
+  return frechet_distance(*statistics(features1), *statistics(features2))
+
+
+def kernel_distance(features1, features2, num_subsets: int = 100, subset_size: int = 1000,
+                    seed: int = 0) -> tuple[float, float]:
+  """KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel (x.y / d + 1)^3.
+
+  Averaged over random subsets of both sets; returns (mean, std over subsets).
+  """
+  f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+  d = f1.shape[1]
+  m = min(subset_size, len(f1), len(f2))
+  if m < 2:
+    raise ValueError("KID needs at least 2 features in each set")
+  rng = np.random.default_rng(seed)
+  values = []
+  for _ in range(num_subsets):
+    x = f1[rng.choice(len(f1), m, replace=False)]
+    y = f2[rng.choice(len(f2), m, replace=False)]
+    kxx = (x @ x.T / d + 1) ** 3
+    kyy = (y @ y.T / d + 1) ** 3
+    kxy = (x @ y.T / d + 1) ** 3
+    values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+                  + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
+  return float(np.mean(values)), float(np.std(values))

@@ -1,0 +1,308 @@
+"""The joint reverse process: one compiled call from noise to (image, layout).
+
+The reverse chain runs on a respaced grid of S integer steps
+g = [T-1, ..., 0] out of the T training steps, inside one `lax.scan`: no host
+round trip per step. Between grid steps k > j:
+  image   ancestral DDPM: x_j ~ q(x_j | x_k, x0_hat) (any j < k, VDM form), or
+          DDIM with eta (0: deterministic);
+  layout  y_j ~ q(y_j | y_k, y0_hat), the exact categorical posterior from the
+          core for non-adjacent steps (never a float-time floor).
+At the last grid step (k = 0) the outputs are x0_hat and the argmax (or a
+sample) of the predicted layout distribution.
+
+Classifier-free guidance: the conditional and unconditional passes are one
+forward on a doubled batch; out = uncond + s (cond - uncond) with separate
+scales for the image prediction and the layout. The layout guidance applies to
+the raw logits as released (logit extrapolation, p_null^(1-s) p_cond^s per
+pixel) or, by option, to the log-posterior of the reverse step.
+
+Cross-modal outpainting / inpainting (RePaint, Lugmayr et al. 2022): known
+regions of either modality are replaced at every step by the known data noised
+to that step, and each step is repeated R times, re-noising both modalities
+from j back to k with the correct kernels (`gaussian.renoise`,
+`categorical.renoise`). Known regions are pasted back exactly at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gcd_jax.diffusion import categorical
+from gcd_jax.diffusion import gaussian
+from gcd_jax.diffusion import joint
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  """Settings of the reverse process (all static under jit)."""
+
+  steps: int = 100
+  method: str = "ddpm"  # ddpm | ddim
+  eta: float = 0.0  # DDIM noise (0: deterministic; 1: DDPM's posterior variance)
+  guidance_image: float = 3.0
+  guidance_layout: float = 3.0
+  layout_guidance: str = "logits"  # logits | posterior
+  threshold: float = 0.95  # dynamic-thresholding percentile; 0: plain clip to [-1, 1]
+  final_layout: str = "argmax"  # argmax | sample
+  resample: int = 1  # RePaint: repetitions of each step when something is known
+
+  def __post_init__(self):
+    checks = {"method": ("ddpm", "ddim"), "layout_guidance": ("logits", "posterior"),
+              "final_layout": ("argmax", "sample")}
+    for name, allowed in checks.items():
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"SamplerConfig.{name}={getattr(self, name)!r}; expected one of {allowed}")
+    if self.steps < 1:
+      raise ValueError(f"SamplerConfig.steps={self.steps} must be >= 1")
+    if self.resample < 1:
+      raise ValueError(f"SamplerConfig.resample={self.resample} must be >= 1")
+
+  @property
+  def guided(self) -> bool:
+    return self.guidance_image != 1.0 or self.guidance_layout != 1.0
+
+  @classmethod
+  def from_config(cls, c, **overrides) -> "SamplerConfig":
+    """From the `sample` group of an experiment config."""
+    kw = dict(steps=c.steps, method=c.method, eta=c.eta, guidance_image=c.guidance_image,
+              guidance_layout=c.guidance_layout, layout_guidance=c.layout_guidance,
+              threshold=c.threshold, final_layout=c.final_layout)
+    kw.update(overrides)
+    return cls(**kw)
+
+
+def step_grid(num_train_steps: int, num_sample_steps: int) -> np.ndarray:
+  """S distinct integer steps from T-1 down to 0: [S] int32."""
+  if not 1 <= num_sample_steps <= num_train_steps:
+    raise ValueError(f"sampling steps {num_sample_steps} must be in [1, {num_train_steps}]")
+  if num_sample_steps == 1:
+    return np.zeros((1,), np.int32)
+  grid = np.round(np.linspace(num_train_steps - 1, 0, num_sample_steps)).astype(np.int32)
+  assert len(np.unique(grid)) == num_sample_steps
+  return grid
+
+
+# apply_fn(params, x_t, y_t, log_snr, text, text_mask, drop_text, sc_image, sc_layout)
+#   -> (image_pred [B, H, W, C], layout_logits [B, H, W, K] or None)
+ApplyFn = Callable[..., tuple[Any, Any]]
+
+
+def model_apply_fn(model) -> ApplyFn:
+  """An ApplyFn for a `JointUNet`."""
+
+  def apply(params, x_t, y_t, lam, text, text_mask, drop_text, sc_image, sc_layout):
+    return model.apply({"params": params}, x_t, y_t, lam, text, text_mask,
+                       drop_text=drop_text, self_cond_image=sc_image,
+                       self_cond_layout=sc_layout, train=False)
+
+  return apply
+
+
+def guided_outputs(apply_fn: ApplyFn, params, cfg: SamplerConfig, x_t, y_t, lam,
+                   text, text_mask, sc_image=None, sc_layout=None):
+  """Conditional and unconditional outputs from one batched forward.
+
+  Returns (image_cond, image_uncond, logits_cond, logits_uncond); the
+  unconditional entries are None when guidance is off (scales of 1).
+  """
+  b = x_t.shape[0]
+  if not cfg.guided:
+    img, logits = apply_fn(params, x_t, y_t, lam, text, text_mask,
+                           jnp.zeros((b,), bool), sc_image, sc_layout)
+    return img, None, logits, None
+  two = lambda a: None if a is None else jnp.concatenate([a, a], axis=0)
+  drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
+  img, logits = apply_fn(params, two(x_t), two(y_t), two(lam), two(text), two(text_mask),
+                         drop, two(sc_image), two(sc_layout))
+  img = img.astype(jnp.float32)
+  logits = None if logits is None else logits.astype(jnp.float32)
+  return (img[:b], img[b:], None if logits is None else logits[:b],
+          None if logits is None else logits[b:])
+
+
+def _mix(cond, uncond, scale):
+  return cond if uncond is None else uncond + scale * (cond - uncond)
+
+
+def _x0_estimate(cfg, prediction, img_pred, x, lam):
+  x0_hat, _ = gaussian.to_x0_eps(img_pred, x, lam, prediction)
+  if cfg.threshold > 0:
+    return gaussian.dynamic_threshold(x0_hat, cfg.threshold)
+  return jnp.clip(x0_hat, -1.0, 1.0)
+
+
+def reverse_layout_step(key, layout_sched, y, k, j, logits, logits_cond=None,
+                        logits_uncond=None, guidance: str = "logits", scale: float = 1.0):
+  """y_j ~ p(y_j | y_k): the categorical posterior with y_0 replaced by the prediction.
+
+  Args:
+    key: PRNG key.
+    layout_sched: the categorical schedule.
+    y: [B, H, W] int32 layout at step k.
+    k, j: int steps, j < k.
+    logits: [B, H, W, K] (guided) logits for y_0.
+    logits_cond, logits_uncond: the two passes, for guidance="posterior".
+    guidance: "logits" (extrapolate logits, as released: `logits` is already
+      guided) or "posterior" (extrapolate the two log-posteriors with `scale`).
+  Returns:
+    [B, H, W] int32 layout at step j.
+  """
+  num_classes = layout_sched.num_classes
+  log_yk = categorical.log_onehot(y, num_classes)
+  kb = jnp.full(y.shape[:1], k)
+  jb = jnp.full(y.shape[:1], j)
+  if guidance == "posterior" and logits_uncond is not None:
+    post = lambda l: categorical.posterior(layout_sched, jax.nn.log_softmax(l), log_yk, kb, jb)
+    lp_c, lp_u = post(logits_cond), post(logits_uncond)
+    log_post = jax.nn.log_softmax(lp_u + scale * (lp_c - lp_u), axis=-1)
+  else:
+    log_post = categorical.posterior(layout_sched, jax.nn.log_softmax(logits), log_yk, kb, jb)
+  g = jax.random.gumbel(key, log_post.shape)
+  return jnp.argmax(log_post + g, axis=-1).astype(jnp.int32)
+
+
+def make_sampler(apply_fn: ApplyFn, sched: joint.JointSchedule, cfg: SamplerConfig, *,
+                 height: int, width: int, channels: int = 3, prediction: str = "eps",
+                 self_condition_image: bool = False, self_condition_layout: bool = False):
+  """Returns a jitted `sample(params, key, text, text_mask, known=None) -> dict`.
+
+  Args of the returned function:
+    params: model parameters (the EMA parameters, normally).
+    key: PRNG key.
+    text: [B, L, D] float32 embeddings (or [B, L] int32 ids for a scratch encoder);
+      text_mask: [B, L] bool.
+    known: None or a dict with any of
+      image [B, H, W, C] in [-1, 1] and image_mask [B, H, W] bool (True = known),
+      layout [B, H, W] int32 and layout_mask [B, H, W] bool.
+  Returns:
+    {"image": [B, H, W, C] float32 in [-1, 1], "layout": [B, H, W] int32 (if any)}.
+
+  Compiled once per batch shape and configuration.
+  """
+  grid = step_grid(sched.num_steps, cfg.steps)
+  has_layout = sched.layout is not None
+  num_classes = sched.layout.num_classes if has_layout else 0
+
+  def predict(params, x, y, lam_b, text, text_mask, sc_img, sc_lay):
+    """Guided (x0_hat, log_y0_hat or None, cond/uncond logits) at one step."""
+    y_in = y if has_layout else None
+    ic, iu, lc, lu = guided_outputs(apply_fn, params, cfg, x, y_in, lam_b, text, text_mask,
+                                    sc_img if self_condition_image else None,
+                                    sc_lay if self_condition_layout else None)
+    img = _mix(ic, iu, cfg.guidance_image).astype(jnp.float32)
+    x0_hat = _x0_estimate(cfg, prediction, img, x, lam_b)
+    logits = None if lc is None else _mix(lc, lu, cfg.guidance_layout)
+    return x0_hat, logits, lc, lu
+
+  def layout_step(key, y, k, j, logits, lc, lu):
+    return reverse_layout_step(key, sched.layout, y, k, j, logits, lc, lu,
+                               cfg.layout_guidance, cfg.guidance_layout)
+
+  def image_step(key, x, x0_hat, lam_k, lam_j):
+    noise = jax.random.normal(key, x.shape)
+    if cfg.method == "ddim":
+      return gaussian.ddim_step(x, x0_hat, lam_k, lam_j, cfg.eta, noise)
+    mean, var = gaussian.posterior(x0_hat, x, lam_k, lam_j)
+    return mean + jnp.sqrt(var) * noise
+
+  def noised_known(key, known, j_b):
+    """The known data forward-noised to step j (for RePaint replacement)."""
+    k_img, k_lay = jax.random.split(key)
+    out = {}
+    if "image" in known:
+      lam = joint.image_log_snr(sched, j_b)
+      out["image"] = gaussian.q_sample(known["image"], lam, jax.random.normal(k_img, known["image"].shape))
+    if "layout" in known:
+      log_y0 = categorical.log_onehot(known["layout"], num_classes)
+      out["layout"] = jnp.argmax(categorical.q_sample(k_lay, sched.layout, log_y0, j_b), -1).astype(jnp.int32)
+    return out
+
+  def paste(x, y, known, noised):
+    if "image" in known:
+      x = jnp.where(known["image_mask"][..., None], noised["image"], x)
+    if "layout" in known:
+      y = jnp.where(known["layout_mask"], noised["layout"], y)
+    return x, y
+
+  h, w, c = height, width, channels
+
+  @jax.jit
+  def sample(params, key, text, text_mask, known=None):
+    b = text.shape[0]
+    known = dict(known or {})
+    for name in ("image", "layout"):
+      if name in known and f"{name}_mask" not in known:
+        raise ValueError(f"known['{name}'] needs known['{name}_mask'] (True where known)")
+    key, k_x, k_y, k_known = jax.random.split(key, 4)
+    x = jax.random.normal(k_x, (b, h, w, c))
+    y = (jax.random.randint(k_y, (b, h, w), 0, num_classes, jnp.int32) if has_layout
+         else jnp.zeros((b, h, w), jnp.int32))
+    if known:
+      x, y = paste(x, y, known, noised_known(k_known, known, jnp.full((b,), grid[0])))
+    sc_img = jnp.zeros((b, h, w, c))
+    sc_lay = jnp.zeros((b, h, w, max(num_classes, 1)))
+
+    def one_step(carry, kj):
+      x, y, sc_img, sc_lay, key = carry
+      k, j = kj[0], kj[1]
+      lam_k = jnp.full((b,), sched.image_log_snr[k])
+      lam_j = jnp.full((b,), sched.image_log_snr[j])
+
+      def transition(x, y, key):
+        key, k_img, k_lay = jax.random.split(key, 3)
+        x0_hat, logits, lc, lu = predict(params, x, y, lam_k, text, text_mask, sc_img, sc_lay)
+        x_new = image_step(k_img, x, x0_hat, lam_k, lam_j)
+        y_new = layout_step(k_lay, y, k, j, logits, lc, lu) if has_layout else y
+        probs = jax.nn.softmax(logits, -1) if has_layout else sc_lay
+        return x_new, y_new, x0_hat, probs, key
+
+      if not known:
+        x, y, x0_hat, probs, key = transition(x, y, key)
+        return (x, y, x0_hat, probs, key), None
+
+      def repaint(r, state):
+        x, y, _, _, key = state
+        x, y, x0_hat, probs, key = transition(x, y, key)
+        key, k_known, k_back = jax.random.split(key, 3)
+        x, y = paste(x, y, known, noised_known(k_known, known, jnp.full((b,), j)))
+
+        def go_back(xy):  # j -> k with the correct kernels, for the next repetition
+          x, y = xy
+          kx, ky = jax.random.split(k_back)
+          x = gaussian.renoise(x, lam_j, lam_k, jax.random.normal(kx, x.shape))
+          if has_layout:
+            log_y = categorical.log_onehot(y, num_classes)
+            y = jnp.argmax(categorical.renoise(ky, sched.layout, log_y, j, k), -1).astype(jnp.int32)
+          return x, y
+
+        x, y = jax.lax.cond(r < cfg.resample - 1, go_back, lambda xy: xy, (x, y))
+        return x, y, x0_hat, probs, key
+
+      x, y, x0_hat, probs, key = jax.lax.fori_loop(0, cfg.resample, repaint, (x, y, sc_img, sc_lay, key))
+      return (x, y, x0_hat, probs, key), None
+
+    pairs = jnp.asarray(np.stack([grid[:-1], grid[1:]], axis=1), jnp.int32)  # [S-1, 2]
+    (x, y, sc_img, sc_lay, key), _ = jax.lax.scan(one_step, (x, y, sc_img, sc_lay, key), pairs)
+
+    # Last grid step (k = 0): the model's clean estimates.
+    lam_0 = jnp.full((b,), sched.image_log_snr[grid[-1]])
+    x0_hat, logits, _, _ = predict(params, x, y, lam_0, text, text_mask, sc_img, sc_lay)
+    out = {"image": x0_hat}
+    if has_layout:
+      if cfg.final_layout == "argmax":
+        layout = jnp.argmax(logits, -1)
+      else:
+        layout = jax.random.categorical(key, logits, axis=-1)
+      out["layout"] = layout.astype(jnp.int32)
+    if "image" in known:
+      out["image"] = jnp.where(known["image_mask"][..., None], known["image"], out["image"])
+    if "layout" in known and has_layout:
+      out["layout"] = jnp.where(known["layout_mask"], known["layout"], out["layout"])
+    return out
+
+  return sample

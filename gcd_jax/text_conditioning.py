@@ -1,0 +1,113 @@
+"""Captions -> the text inputs of the model, for both kinds of text encoder.
+
+  frozen   a pretrained encoder (config.text.encoder = "minilm" or a local HF dir):
+           each caption is encoded once, outside the training step, and cached in
+           <workdir>/text_cache; the model receives float embeddings [B, L, D].
+  scratch  config.text.encoder = "scratch": a word tokenizer built from the
+           training captions (saved as <workdir>/text_tokenizer.json) gives int32
+           ids [B, L]; the small transformer that embeds them trains with the model.
+
+Both give `batch(captions) -> (text [B, L, ...], mask [B, L] bool)` and
+`describe()`, which checkpoints record and sampling checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+from typing import Callable, Iterable
+
+import numpy as np
+
+from gcd_jax.models.text import cache as text_cache
+from gcd_jax.models.text import pretrained
+from gcd_jax.models.text import scratch
+
+TOKENIZER_FILE = "text_tokenizer.json"
+
+
+class FrozenText:
+  """A pretrained encoder behind the workdir's caption cache."""
+
+  kind = "frozen"
+
+  def __init__(self, encoder, cache_dir, max_memory_items: int = 4096):
+    self.encoder = encoder
+    self.cache = text_cache.CaptionEmbeddingCache(encoder, cache_dir, max_memory_items=max_memory_items)
+
+  def batch(self, captions):
+    return self.cache.get([str(c) for c in captions])
+
+  def describe(self) -> dict:
+    e = self.encoder
+    return {"kind": self.kind, "name": e.name, "identity": e.identity,
+            "max_length": e.max_length, "dim": e.dim}
+
+
+class ScratchText:
+  """A word tokenizer; the encoder itself is part of the model's parameters."""
+
+  kind = "scratch"
+
+  def __init__(self, tokenizer: scratch.WordTokenizer):
+    self.tokenizer = tokenizer
+
+  def batch(self, captions):
+    return self.tokenizer.encode([str(c) for c in captions])
+
+  def describe(self) -> dict:
+    vocab = "\n".join(self.tokenizer.vocab).encode("utf-8")
+    return {"kind": self.kind, "name": "scratch",
+            "identity": "scratch-" + hashlib.sha256(vocab).hexdigest()[:16],
+            "max_length": self.tokenizer.max_length, "vocab_size": self.tokenizer.vocab_size}
+
+
+def load_frozen_encoder(config):
+  """The frozen text encoder named by config.text.encoder ("minilm" or a local dir)."""
+  path = None if config.text.encoder == "minilm" else config.text.encoder
+  encoder = pretrained.load_pretrained(path, max_length=config.text.max_length,
+                                       max_batch_size=config.text.batch_size)
+  if encoder.dim != config.model.text_dim:
+    raise ValueError(
+        f"config.model.text_dim={config.model.text_dim} but the text encoder "
+        f"{config.text.encoder!r} gives {encoder.dim}-d token states; set "
+        f"--config.model.text_dim={encoder.dim}")
+  return encoder
+
+
+def make_text(config, workdir, train_captions: Callable[[], Iterable[str]] | None = None):
+  """The text provider of a run; for "scratch", builds (or reloads) the tokenizer.
+
+  Args:
+    config: the experiment config. For "scratch", config.text.scratch.vocab_size
+      is set from the tokenizer (the checkpoint's config then records it).
+    workdir: the run's workdir (cache, tokenizer).
+    train_captions: called once, to build a new scratch tokenizer.
+  """
+  workdir = pathlib.Path(workdir)
+  if config.text.encoder != "scratch":
+    return FrozenText(load_frozen_encoder(config), workdir / "text_cache")
+  path = workdir / TOKENIZER_FILE
+  if path.is_file():
+    tokenizer = scratch.WordTokenizer.load(path)
+  else:
+    if train_captions is None:
+      raise FileNotFoundError(f"{path}: no tokenizer for the scratch text encoder of this run")
+    tokenizer = scratch.WordTokenizer.build(
+        train_captions(), max_length=config.text.max_length,
+        min_count=config.text.scratch.min_count)
+    tokenizer.save(path)
+  if tokenizer.max_length != config.text.max_length:
+    raise ValueError(f"{path}: tokenizer max_length {tokenizer.max_length} but "
+                     f"config.text.max_length={config.text.max_length}")
+  config.text.scratch.vocab_size = tokenizer.vocab_size
+  return ScratchText(tokenizer)
+
+
+def empty_text(config, batch_size: int):
+  """Zero text inputs of the right dtype and shape (model init, shape inference)."""
+  length = config.text.max_length
+  if config.text.encoder == "scratch":
+    return np.zeros((batch_size, length), np.int32), np.ones((batch_size, length), bool)
+  return (np.zeros((batch_size, length, config.model.text_dim), np.float32),
+          np.ones((batch_size, length), bool))

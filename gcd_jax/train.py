@@ -1,0 +1,279 @@
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+Reads top to bottom like the recipe it is: input pipeline, text encoder, model
+and state, checkpoint restore, the compiled step, then the loop with its
+periodic actions (metrics, progress, checkpoints, sample grids) and the two
+ways a run stops early (preemption and a non-finite loss).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import signal
+import time
+
+from absl import logging
+from clu import metric_writers
+from clu import parameter_overview
+from clu import periodic_actions
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from gcd_jax import checkpointing
+from gcd_jax import config_base
+from gcd_jax import sampling
+from gcd_jax import sharding
+from gcd_jax import text_conditioning
+from gcd_jax import train_lib
+from gcd_jax import visualize
+from gcd_jax.data import pipeline
+from gcd_jax.data.features import LayoutClasses
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A loss or gradient became NaN or inf; the run stopped."""
+
+
+def dataset_name(config) -> str:
+  return f"{config.data.name}/{config.data.config}" if config.data.config else config.data.name
+
+
+def run_metadata(config, sched, classes: LayoutClasses, text) -> dict:
+  """What a checkpoint records besides the arrays (see checkpointing.py)."""
+  return {
+      "config": json.loads(config.to_json_best_effort()),
+      "schedules": sched.describe(),
+      "layout_classes": json.loads(classes.to_json()),
+      "text_encoder": text.describe(),
+  }
+
+
+def check_schedules(saved: dict, current: dict, allow_change: bool, where: str) -> None:
+  """Refuses to continue with other noise schedules than the checkpoint's."""
+  if saved != current and not allow_change:
+    raise ValueError(
+        f"{where} was trained with noise schedules {json.dumps(saved)} but the config asks for "
+        f"{json.dumps(current)}; pass --config.allow_schedule_change=True to use them anyway.")
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag that the loop checks after every step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. some notebook runners)
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint and stopping.")
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def make_sample_fn(config, model, sched):
+  """Jitted sampler for the training-time grids (EMA parameters)."""
+  m = model.config
+  cfg = sampling.SamplerConfig.from_config(config.sample)
+  return sampling.make_sampler(
+      sampling.model_apply_fn(model), sched, cfg, height=config.data.height,
+      width=config.data.width, channels=m.image_channels, prediction=m.prediction,
+      self_condition_image=m.self_condition_image, self_condition_layout=m.self_condition_layout)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       step_hooks=()) -> train_lib.TrainState:
+  """Trains (or resumes) a joint model in `workdir`; returns the final state.
+
+  Args:
+    config: an experiment config (configs/*.py).
+    workdir: checkpoints, TensorBoard events, samples and the text cache go here;
+      a workdir with checkpoints is resumed from the latest one.
+    step_hooks: extra callables hook(step) run after every step (tests, notebooks).
+  """
+  config_base.validate(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  process_index, process_count = jax.process_index(), jax.process_count()
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  if config.data.batch_size % mesh.size:
+    raise ValueError(f"config.data.batch_size={config.data.batch_size} is not divisible by "
+                     f"the {mesh.size} devices of the mesh")
+  local_batch = config.data.batch_size // process_count
+
+  # Start the input pipeline first: opening the dataset also checks that it was prepared.
+  data_kw = dict(image_size=(config.data.height, config.data.width), batch_size=local_batch,
+                 seed=config.seed, process_index=process_index, process_count=process_count,
+                 data_dir=config.data.data_dir or None)
+  train_iter = pipeline.make_train_iterator(
+      dataset_name(config), split=config.data.train_split, flip=config.data.flip,
+      num_workers=config.data.num_workers, **data_kw)
+  classes = pipeline.layout_classes(dataset_name(config), config.data.data_dir or None)
+  if config.model.num_classes and classes.num_classes != config.model.num_classes:
+    raise ValueError(f"config.model.num_classes={config.model.num_classes} but dataset "
+                     f"{dataset_name(config)!r} has {classes.num_classes} layout classes")
+
+  # Text: a frozen encoder behind a caption cache (it never runs inside the step),
+  # or a scratch encoder's tokenizer (before the model: it sets the vocabulary size).
+  text = text_conditioning.make_text(
+      config, workdir, lambda: pipeline.split_captions(
+          dataset_name(config), config.data.train_split, config.data.data_dir or None))
+
+  # Model, schedules and a sharded initial state.
+  model = train_lib.make_model(config)
+  sched = train_lib.make_joint_schedule(config)
+  rng = jax.random.PRNGKey(config.seed)
+  abstract = jax.eval_shape(lambda r: train_lib.init_state(config, model, r), rng)
+  state_sh = sharding.state_shardings(mesh, abstract)
+  abstract = checkpointing.abstract_with_shardings(abstract, state_sh)
+  meta = run_metadata(config, sched, classes, text)
+
+  # Decide how to initialise. The order matters: a checkpoint in the workdir
+  # (this run, preempted) wins over init_from (the start of a new run).
+  ckpt = checkpointing.Checkpointer(
+      checkpointing.checkpoint_dir(workdir), save_every=config.train.checkpoint_every,
+      keep=config.train.keep_checkpoints)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, data_state, saved_meta = ckpt.restore(latest, abstract)
+    check_schedules(saved_meta["schedules"], meta["schedules"], config.allow_schedule_change,
+                    f"checkpoint {ckpt.directory}/{latest}")
+    pipeline.restore_iterator_state(train_iter, data_state)
+    logging.info("Resumed from %s/%d.", ckpt.directory, latest)
+  else:
+    state = jax.jit(lambda r: train_lib.init_state(config, model, r), out_shardings=state_sh)(rng)
+    if config.init_from:
+      source, saved_meta, step = checkpointing.restore_state(config.init_from, abstract)
+      check_schedules(saved_meta["schedules"], meta["schedules"], config.allow_schedule_change,
+                      f"init_from checkpoint {config.init_from}")
+      state = state.replace(params=source.params, ema_params=source.ema_params)
+      logging.info("Initialised weights from %s (step %d).", config.init_from, step)
+  start_step = int(state.step)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=process_index > 0)
+  if start_step == 0:
+    parameter_overview.log_parameter_overview(state.params)
+    writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()
+                          if isinstance(v, (int, float, str, bool))})
+
+  batch_sh = sharding.batch_sharding(mesh)
+  train_step = jax.jit(
+      train_lib.make_train_step(config, model, sched),
+      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+  sample_fn = make_sample_fn(config, model, sched) if config.train.sample_every else None
+  sample_captions = list(config.sample.captions) or _eval_captions(config, data_kw)
+
+  num_steps = config.train.num_steps
+  report = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer, every_secs=config.train.progress_every_secs)
+  hooks = ([report] if process_index == 0 else []) + list(step_hooks)
+
+  def next_batch():
+    batch = next(train_iter)
+    tokens, mask = text.batch(batch["caption"])
+    arrays = {"image": batch["image"], "text": tokens, "text_mask": mask}
+    if config.model.num_classes:
+      arrays["layout"] = batch["layout"]
+    return sharding.global_batch(mesh, arrays)
+
+  def save(step, force=False):
+    return ckpt.save(step, state, pipeline.iterator_state_to_json(train_iter), meta, force=force)
+
+  pending, window, t_window = None, [], time.time()
+  step = start_step
+  with _Preemption() as preemption, metric_writers.ensure_flushes(writer):
+    while step < num_steps:
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = next_batch()
+        state, metrics = train_step(state, batch)
+      step += 1
+      # Check the previous step's flags only now, so the host never waits on the
+      # step it just dispatched. A non-finite step left the state unchanged.
+      if pending is not None:
+        _check_finite(*pending, ckpt)
+      pending = (step, metrics)
+      window.append(metrics)
+      for h in hooks:
+        h(step)
+
+      if step % config.train.log_every == 0 or step == num_steps:
+        _check_finite(*pending, ckpt)
+        pending = None
+        scalars = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]
+                   if not k.startswith("finite_")}
+        elapsed = time.time() - t_window
+        scalars["steps_per_sec"] = len(window) / elapsed
+        scalars["examples_per_sec"] = len(window) * config.data.batch_size / elapsed
+        writer.write_scalars(step, scalars)
+        window, t_window = [], time.time()
+
+      if sample_fn is not None and (step % config.train.sample_every == 0 or step == num_steps):
+        _write_samples(config, sample_fn, state, text, sample_captions, classes, writer, workdir, step)
+
+      if preemption.requested:
+        if pending is not None:
+          _check_finite(*pending, ckpt)
+          pending = None
+        save(step, force=True)
+        ckpt.wait()
+        logging.warning("Saved step %d after SIGTERM; resume by rerunning the same command.", step)
+        break
+      if step == num_steps or ckpt.manager.should_save(step):
+        # Never write a checkpoint after a non-finite step.
+        if pending is not None:
+          _check_finite(*pending, ckpt)
+          pending = None
+        save(step, force=step == num_steps)
+  ckpt.close()
+  return state
+
+
+def _check_finite(step, metrics, ckpt):
+  bad = train_lib.nonfinite_terms(jax.device_get(metrics))
+  if bad:
+    ckpt.wait()  # let any save in flight finish; nothing newer is written
+    last = ckpt.latest_step()
+    raise NonFiniteLossError(
+        f"step {step}: non-finite {', '.join(bad)} "
+        f"({ {k: float(v) for k, v in jax.device_get(metrics).items() if not k.startswith('finite_')} }); "
+        f"stopping. The last good checkpoint ({'step ' + str(last) if last is not None else 'none'}) "
+        "is untouched; lower the learning rate or enable optimizer.grad_clip and resume.")
+
+
+def _eval_captions(config, data_kw) -> list[str]:
+  kw = dict(data_kw, batch_size=config.sample.num, process_index=0, process_count=1)
+  it = pipeline.make_eval_iterator(dataset_name(config), split=config.data.eval_split, **kw)
+  return [str(c) for c in next(it)["caption"]][: config.sample.num]
+
+
+def _write_samples(config, sample_fn, state, text, captions, classes, writer, workdir, step):
+  emb, mask = text.batch(captions)
+  key = jax.random.PRNGKey(config.seed + 1)  # fixed noise: grids comparable across steps
+  out = jax.device_get(sample_fn(state.ema_params, key, jnp.asarray(emb), jnp.asarray(mask)))
+  grid = visualize.sample_grid(out["image"], out.get("layout"), captions,
+                               classes if "layout" in out else None)
+  writer.write_images(step, {"samples": grid[None]})
+  visualize.save_png(grid, pathlib.Path(workdir) / "samples" / f"step_{step:07d}.png")
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

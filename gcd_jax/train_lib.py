@@ -1,0 +1,244 @@
+"""Train state, optimizer, and the jitted joint training step.
+
+The step is a pure function of (state, batch); `train.py` runs it in a loop.
+Batch (global arrays, sharded over the batch axis):
+  image:     [B, H, W, 3] float32 in [-1, 1]
+  layout:    [B, H, W] int32 class ids (absent for an image-only model)
+  text:      [B, L, D] float32 token states of a frozen text encoder, or
+             [B, L] int32 word ids for a scratch encoder trained with the model
+  text_mask: [B, L] bool
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from gcd_jax.diffusion import categorical
+from gcd_jax.diffusion import gaussian
+from gcd_jax.diffusion import joint
+from gcd_jax import text_conditioning
+from gcd_jax.models import conditioned
+from gcd_jax.models import unet as unet_lib
+
+LOSS_TERMS = ("image", "layout")
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes; one pytree, checkpointed whole.
+
+  step: [] int32; rng: the run's base key (raw uint32[2]), from which each step
+  derives its own key by folding in the step, so that a resumed run draws the
+  same randomness as an uninterrupted one.
+  """
+
+  step: jax.Array
+  params: Any
+  ema_params: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+def make_joint_schedule(config: ml_collections.ConfigDict) -> joint.JointSchedule:
+  d = config.diffusion
+  return joint.make_schedule(
+      num_steps=d.num_steps,
+      num_classes=config.model.num_classes,
+      image=d.image_schedule,
+      image_params=dict(d.image_schedule_params),
+      layout=d.layout_schedule,
+      layout_params=dict(d.layout_schedule_params),
+  )
+
+
+def make_loss_config(config) -> joint.LossConfig:
+  c = config.loss
+  return joint.LossConfig(
+      prediction=config.model.prediction,
+      image_weight=c.image_weight,
+      layout_weight=c.layout_weight,
+      image_p2_gamma=c.image_p2_gamma,
+      layout_p2_gamma=c.layout_p2_gamma,
+      p2_k=c.p2_k,
+      layout_normalize=c.layout_normalize,
+  )
+
+
+def make_model(config):
+  """The JointUNet, or the TextConditionedUNet when the text encoder trains from scratch."""
+  unet_config = unet_lib.UNetConfig.from_dict(config.model)
+  if config.text.encoder != "scratch":
+    return unet_lib.JointUNet(unet_config)
+  s = config.text.scratch
+  if s.vocab_size < 1:
+    raise ValueError("config.text.scratch.vocab_size is unset: make the run's text provider "
+                     "(text_conditioning.make_text) before the model")
+  return conditioned.TextConditionedUNet(unet_config, conditioned.ScratchTextConfig(
+      vocab_size=s.vocab_size, max_length=config.text.max_length, num_layers=s.num_layers,
+      num_heads=s.num_heads, dropout=s.dropout))
+
+
+def learning_rate_schedule(config) -> optax.Schedule:
+  """Linear warm-up, then constant, cosine or linear decay to `end_factor` * lr."""
+  o = config.optimizer
+  lr, warmup, total = o.learning_rate, o.warmup_steps, config.train.num_steps
+  if o.decay == "constant":
+    decay = optax.constant_schedule(lr)
+  elif o.decay == "cosine":
+    decay = optax.cosine_decay_schedule(lr, max(total - warmup, 1), alpha=o.end_factor)
+  elif o.decay == "linear":
+    decay = optax.linear_schedule(lr, lr * o.end_factor, max(total - warmup, 1))
+  else:
+    raise ValueError(f"config.optimizer.decay={o.decay!r}; expected constant, cosine or linear")
+  if warmup <= 0:
+    return decay
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """Adam / AdamW (the paper: Adam, lr 1.2e-4, betas (0.9, 0.99), no clipping)."""
+  o = config.optimizer
+  lr = learning_rate_schedule(config)
+  if o.name == "adam":
+    opt = optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  elif o.name == "adamw":
+    opt = optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
+  else:
+    raise ValueError(f"config.optimizer.name={o.name!r}; expected adam or adamw")
+  if o.grad_clip > 0:
+    opt = optax.chain(optax.clip_by_global_norm(o.grad_clip), opt)
+  return opt
+
+
+def ema_decay(config, step):
+  """EMA decay with warm-up: min(decay, (1 + step) / (warmup + step)), 0 before `ema.start`."""
+  e = config.ema
+  decay = jnp.minimum(e.decay, (1.0 + step) / (e.warmup + step)) if e.warmup > 0 else jnp.asarray(e.decay)
+  return jnp.where(step < e.start, 0.0, decay)
+
+
+def dummy_inputs(config, batch_size: int = 1):
+  """Zero inputs of the model's input shapes (for init and shape inference)."""
+  m = config.model
+  h, w = config.data.height, config.data.width
+  x = jnp.zeros((batch_size, h, w, m.image_channels), jnp.float32)
+  y = jnp.zeros((batch_size, h, w), jnp.int32) if m.num_classes else None  # image-only: no layout
+  lam = jnp.zeros((batch_size,), jnp.float32)
+  text, mask = map(jnp.asarray, text_conditioning.empty_text(config, batch_size))
+  kwargs = {}
+  if m.lowres_cond:
+    kwargs = dict(lowres_image=x, lowres_layout=y, lowres_log_snr=lam)
+  return (x, y, lam, text, mask), kwargs
+
+
+def init_state(config, model, rng) -> TrainState:
+  """A fresh state: params, EMA copy, optimizer state; call under jit."""
+  init_rng, state_rng = jax.random.split(rng)
+  args, kwargs = dummy_inputs(config)
+  params = model.init({"params": init_rng, "dropout": init_rng}, *args, **kwargs)["params"]
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      ema_params=params,
+      opt_state=make_optimizer(config).init(params),
+      rng=state_rng,
+  )
+
+
+def _global_norm(tree):
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def make_train_step(config, model, sched: joint.JointSchedule):
+  """Returns train_step(state, batch) -> (state, metrics), to be jitted by the caller.
+
+  A step whose loss or gradient is not finite leaves the state unchanged and
+  reports it in `metrics["finite_*"]`; the loop stops the run with a message.
+  """
+  loss_cfg = make_loss_config(config)
+  optimizer = make_optimizer(config)
+  lr_fn = learning_rate_schedule(config)
+  mcfg = model.config
+  has_layout = mcfg.layout
+  num_classes = mcfg.num_classes
+  caption_dropout = config.train.caption_dropout
+
+  def apply(params, x_t, y_t, lam, batch, drop_text, sc_image, sc_layout, dropout_rng):
+    return model.apply(
+        {"params": params}, x_t, y_t, lam, batch["text"], batch["text_mask"],
+        drop_text=drop_text, self_cond_image=sc_image, self_cond_layout=sc_layout,
+        train=True, rngs={"dropout": dropout_rng})
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    k_time, k_noise, k_drop, k_dropout, k_sc, k_sc_dropout = jax.random.split(rng, 6)
+    x0 = batch["image"].astype(jnp.float32)
+    bsz = x0.shape[0]
+    k = joint.sample_steps(k_time, bsz, sched.num_steps)
+    log_y0 = categorical.log_onehot(batch["layout"], num_classes) if has_layout else None
+    x_t, log_yk, eps = joint.q_sample(k_noise, sched, x0, log_y0, k)
+    y_t = jnp.argmax(log_yk, axis=-1).astype(jnp.int32) if has_layout else None
+    lam = joint.image_log_snr(sched, k)
+    drop_text = jax.random.bernoulli(k_drop, caption_dropout, (bsz,))
+
+    # Self-conditioning (Chen et al. 2022): half of the steps first predict
+    # without it and feed the (gradient-stopped) estimates back in.
+    sc_image = sc_layout = None
+    if mcfg.self_condition_image or mcfg.self_condition_layout:
+      zeros_img = jnp.zeros_like(x0)
+      zeros_lay = jnp.zeros(x0.shape[:3] + (num_classes,), jnp.float32) if has_layout else None
+
+      def estimate(_):
+        out, logits = apply(state.params, x_t, y_t, lam, batch, drop_text,
+                            zeros_img if mcfg.self_condition_image else None,
+                            zeros_lay if mcfg.self_condition_layout else None, k_sc_dropout)
+        x0_hat, _ = gaussian.to_x0_eps(out.astype(jnp.float32), x_t, lam, mcfg.prediction)
+        probs = jax.nn.softmax(logits.astype(jnp.float32), -1) if has_layout else None
+        return jax.lax.stop_gradient(jnp.clip(x0_hat, -1, 1)), jax.lax.stop_gradient(probs)
+
+      use = jax.random.bernoulli(k_sc, 0.5)
+      est_img, est_lay = jax.lax.cond(use, estimate, lambda _: (zeros_img, zeros_lay), None)
+      sc_image = est_img if mcfg.self_condition_image else None
+      sc_layout = est_lay if mcfg.self_condition_layout else None
+
+    def loss_fn(params):
+      image_out, logits = apply(params, x_t, y_t, lam, batch, drop_text, sc_image, sc_layout, k_dropout)
+      terms = joint.loss(sched, loss_cfg, x0, eps, log_y0, log_yk, k, image_out, logits)
+      return jnp.mean(terms["total"]), jax.tree.map(jnp.mean, terms)
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = _global_norm(grads)
+    finite = {f"finite_{name}": jnp.isfinite(terms[name]) for name in LOSS_TERMS if name in terms}
+    finite["finite_grad"] = jnp.isfinite(grad_norm)
+    ok = jnp.all(jnp.stack(list(finite.values())))
+
+    updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+    finite["finite_update"] = jnp.isfinite(_global_norm(updates))
+    ok = ok & finite["finite_update"]
+    new_params = optax.apply_updates(state.params, updates)
+    decay = ema_decay(config, state.step)
+    new_ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_params)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(new_params, state.params),
+        ema_params=keep(new_ema, state.ema_params),
+        opt_state=keep(new_opt_state, state.opt_state),
+    )
+    metrics = {f"loss_{name}": v for name, v in terms.items() if name != "total"}
+    metrics.update(loss=loss, grad_norm=grad_norm, learning_rate=lr_fn(state.step), **finite)
+    return new_state, metrics
+
+  return train_step
+
+
+def nonfinite_terms(metrics) -> list[str]:
+  """Names of the loss terms (or 'grad') that were not finite in a step's metrics."""
+  return [k[len("finite_"):] for k, v in metrics.items() if k.startswith("finite_") and not bool(v)]
+

@@ -1,0 +1,76 @@
+"""python -m gcd_jax.sample on a tiny trained run: the three tasks and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gcd_jax import sample
+
+
+def _run(argv):
+  return sample.run(sample.parse_args(argv))
+
+
+def _common(workdir, out, *extra):
+  return ["--workdir", str(workdir), "--out", str(out), "--num", "2", "--batch-size", "2",
+          "--steps", "3", *extra]
+
+
+def test_text_to_image_and_layout(tiny_run_dir, tmp_path):
+  manifest = _run(_common(tiny_run_dir, tmp_path, "--text", "A red ball.", "--guidance-image", "2"))
+  names = sorted(p.name for p in tmp_path.iterdir())
+  for n in ("0000", "0001"):
+    for kind in ("image", "layout", "layout_color", "overlay"):
+      assert f"{n}_{kind}.png" in names
+  assert "grid.png" in names and "manifest.json" in names
+  on_disk = json.loads((tmp_path / "manifest.json").read_text())
+  assert on_disk == json.loads(json.dumps(manifest))
+  assert on_disk["checkpoint_step"] == 2 and on_disk["sampler"]["steps"] == 3
+  assert on_disk["sampler"]["guidance_image"] == 2.0
+  assert [s["caption"] for s in on_disk["samples"]] == ["A red ball."] * 2
+  assert [s["seed"] for s in on_disk["samples"]] == [0, 1]
+  lay = np.asarray(Image.open(tmp_path / "0000_layout.png"))
+  assert lay.shape == (16, 16) and lay.max() < 8
+  assert np.asarray(Image.open(tmp_path / "0000_image.png")).shape == (16, 16, 3)
+
+
+def test_layout_to_image_keeps_the_layout(tiny_run_dir, tmp_path):
+  layout = (np.arange(16)[None, :] // 4 * np.ones((16, 1))).astype(np.uint8)  # classes 0..3
+  Image.fromarray(layout, mode="L").save(tmp_path / "in.png")
+  out = tmp_path / "out"
+  manifest = _run(_common(tiny_run_dir, out, "--text", "A box.", "--layout", str(tmp_path / "in.png")))
+  assert manifest["task"] == "layout -> image" and manifest["sampler"]["resample"] == 5
+  np.testing.assert_array_equal(np.asarray(Image.open(out / "0001_layout.png")), layout)
+
+
+def test_image_to_layout_keeps_the_image(tiny_run_dir, tmp_path):
+  image = np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+  Image.fromarray(image).save(tmp_path / "in.png")
+  out = tmp_path / "out"
+  manifest = _run(_common(tiny_run_dir, out, "--text", "A box.", "--image", str(tmp_path / "in.png")))
+  assert manifest["task"] == "image -> layout" and manifest["sampler"]["resample"] == 1
+  np.testing.assert_array_equal(np.asarray(Image.open(out / "0000_image.png")), image)
+  assert (out / "0000_layout.png").is_file()
+
+
+def test_bad_input_is_rejected_clearly(tiny_run_dir, tmp_path, capsys):
+  bad_layout = np.full((16, 16), 9, np.uint8)  # K = 8
+  Image.fromarray(bad_layout, mode="L").save(tmp_path / "bad.png")
+  Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "big.png")
+  cases = [
+      (["--text", "A ball.", "--layout", str(tmp_path / "bad.png")], "class id 9 >= K = 8"),
+      (["--text", "A ball.", "--image", str(tmp_path / "big.png")], "pass --resize"),
+      (["--text", "  "], "empty caption"),
+      (["--text", "A ball.", "--layout", str(tmp_path / "missing.png")], "no such file"),
+  ]
+  for extra, message in cases:
+    with pytest.raises(SystemExit) as e:
+      sample.main(_common(tiny_run_dir, tmp_path / "out", *extra))
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    sample.main(_common(tmp_path / "no_run", tmp_path / "out", "--text", "A ball."))
+  assert "no checkpoint under" in capsys.readouterr().err
+  assert not (tmp_path / "out" / "manifest.json").exists()

@@ -1,0 +1,182 @@
+"""The joint sampler: guidance, oracle denoisers, layout marginals, outpainting, seeds."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gcd_jax import sampling
+from gcd_jax.diffusion import categorical
+from gcd_jax.diffusion import gaussian
+from gcd_jax.diffusion import joint
+from gcd_jax.models import presets
+from gcd_jax.models import unet
+
+K = 5
+H = W = 8
+B = 2
+
+
+@pytest.fixture(scope="module")
+def sched():
+  return joint.make_schedule(1000, K)
+
+
+@pytest.fixture(scope="module")
+def data():
+  rng = np.random.default_rng(0)
+  return (jnp.asarray(rng.uniform(-0.9, 0.9, (B, H, W, 3)), jnp.float32),
+          jnp.asarray(rng.integers(0, K, (B, H, W)), jnp.int32))
+
+
+def _text(b=B, length=4, dim=6):
+  return jnp.ones((b, length, dim)), jnp.ones((b, length), bool)
+
+
+def _oracle(x0, y0, logits_scale=30.0):
+  """A denoiser that knows the data point: exact eps and confident logits for y0."""
+
+  def apply(params, x_t, y_t, lam, text_emb, text_mask, drop, sc_img, sc_lay):
+    del params, y_t, text_emb, text_mask, drop, sc_img, sc_lay
+    reps = x_t.shape[0] // x0.shape[0]
+    x0r, y0r = jnp.concatenate([x0] * reps), jnp.concatenate([y0] * reps)
+    return gaussian.eps_from_x0(x_t, lam, x0r), logits_scale * jax.nn.one_hot(y0r, K)
+
+  return apply
+
+
+@pytest.mark.parametrize("method", ["ddpm", "ddim"])
+def test_oracle_denoiser_ends_at_the_data_point(sched, data, method):
+  x0, y0 = data
+  cfg = sampling.SamplerConfig(steps=20, method=method, guidance_image=3.0, guidance_layout=3.0)
+  sample = sampling.make_sampler(_oracle(x0, y0), sched, cfg, height=H, width=W)
+  out = sample(None, jax.random.PRNGKey(0), *_text())
+  np.testing.assert_allclose(out["image"], x0, atol=1e-5)
+  np.testing.assert_array_equal(out["layout"], y0)
+
+
+def test_ddim_eta_zero_is_deterministic_given_the_start(sched, data):
+  # With an oracle, every DDIM step lands exactly on q's mean path: x_j = a_j x0 + s_j eps_start.
+  x0, y0 = data
+  x_t = jax.random.normal(jax.random.PRNGKey(1), x0.shape)
+  lam = jnp.full((B,), sched.image_log_snr[900])
+  lam_s = jnp.full((B,), sched.image_log_snr[500])
+  eps = gaussian.eps_from_x0(x_t, lam, x0)
+  x_s = gaussian.ddim_step(x_t, x0, lam, lam_s, 0.0, jax.random.normal(jax.random.PRNGKey(2), x0.shape))
+  np.testing.assert_allclose(x_s, gaussian.q_sample(x0, lam_s, eps), atol=1e-5)
+
+
+def test_uniform_logits_keep_the_layout_marginals_uniform(sched):
+  # The reverse chain with a uniform y0 prediction, from uniform noise, stays uniform
+  # at every step of a respaced grid (the forward marginal of a uniform y0).
+  grid = sampling.step_grid(1000, 8)
+  key = jax.random.PRNGKey(0)
+  n = 200_000
+  y = jax.random.randint(key, (1, n, 1), 0, K, jnp.int32)
+  logits = jnp.zeros((1, n, 1, K))
+  step = jax.jit(sampling.reverse_layout_step, static_argnames=("guidance",))
+  for i, (k, j) in enumerate(zip(grid[:-1], grid[1:])):
+    y = step(jax.random.fold_in(key, i), sched.layout, y, int(k), int(j), logits)
+    freq = np.bincount(np.asarray(y).ravel(), minlength=K) / n
+    assert np.all(np.abs(freq - 1 / K) < 5 * np.sqrt(0.16 / n)), (k, j, freq)
+
+
+def test_respaced_layout_step_uses_the_exact_posterior(sched):
+  # One reverse step k -> j over a gap: frequencies match q(y_j | y_k, y0_hat).
+  n = 200_000
+  k, j = 700, 450
+  y0_hat = jnp.log(jnp.array([0.1, 0.5, 0.2, 0.1, 0.1]))
+  y = jnp.full((1, n, 1), 2, jnp.int32)
+  logits = jnp.broadcast_to(y0_hat, (1, n, 1, K))
+  out = jax.jit(sampling.reverse_layout_step)(jax.random.PRNGKey(3), sched.layout, y, k, j, logits)
+  freq = np.bincount(np.asarray(out).ravel(), minlength=K) / n
+  want = np.exp(np.asarray(categorical.posterior(
+      sched.layout, y0_hat, categorical.log_onehot(jnp.array(2), K), k, j)))
+  assert np.all(np.abs(freq - want) < 5 * np.sqrt(want * (1 - want) / n) + 1e-6), (freq, want)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+  config = presets.get_preset("tiny", num_classes=K, text_dim=6)
+  model = unet.JointUNet(config)
+  x, y = jnp.zeros((1, H, W, 3)), jnp.zeros((1, H, W), jnp.int32)
+  params = model.init(jax.random.PRNGKey(0), x, y, jnp.zeros((1,)), *_text(1))["params"]
+  # The heads are zero at init; give them weights so that outputs depend on inputs.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, p: (0.1 * jax.random.normal(jax.random.PRNGKey(len(path)), p.shape)
+                       if any("head" in str(k).lower() for k in path) else p), params)
+  return model, params
+
+
+def test_guidance_batches_equal_two_passes(tiny_model):
+  model, params = tiny_model
+  apply = sampling.model_apply_fn(model)
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(B, H, W, 3)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, K, (B, H, W)), jnp.int32)
+  lam = jnp.array([0.5, -1.0])
+  text = jnp.asarray(rng.normal(size=(B, 4, 6)), jnp.float32)
+  mask = jnp.array([[True, True, False, False], [True, True, True, True]])
+  cond = apply(params, x, y, lam, text, mask, jnp.zeros((B,), bool), None, None)
+  uncond = apply(params, x, y, lam, text, mask, jnp.ones((B,), bool), None, None)
+  assert not np.allclose(cond[0], uncond[0])
+
+  one = sampling.SamplerConfig(guidance_image=1.0, guidance_layout=1.0)
+  ic, iu, lc, lu = sampling.guided_outputs(apply, params, one, x, y, lam, text, mask)
+  assert iu is None and lu is None
+  np.testing.assert_allclose(ic, cond[0], atol=1e-6)
+  np.testing.assert_allclose(lc, cond[1], atol=1e-6)
+
+  three = sampling.SamplerConfig(guidance_image=3.0, guidance_layout=2.0)
+  ic, iu, lc, lu = sampling.guided_outputs(apply, params, three, x, y, lam, text, mask)
+  np.testing.assert_allclose(ic, cond[0], atol=1e-5)
+  np.testing.assert_allclose(iu, uncond[0], atol=1e-5)
+  np.testing.assert_allclose(lc, cond[1], atol=1e-5)
+  np.testing.assert_allclose(lu, uncond[1], atol=1e-5)
+
+
+def test_guidance_scale_one_samples_equal_the_conditional_model(tiny_model, sched):
+  # The guided sampler at scale 1 (one forward of 2B) and the unguided one (B) agree.
+  model, params = tiny_model
+  apply = sampling.model_apply_fn(model)
+  plain = sampling.make_sampler(apply, sched, sampling.SamplerConfig(
+      steps=4, guidance_image=1.0, guidance_layout=1.0), height=H, width=W)
+  # guidance 1 + tiny epsilon forces the batched path; outputs must match to float noise.
+  batched = sampling.make_sampler(apply, sched, sampling.SamplerConfig(
+      steps=4, guidance_image=1.0 + 1e-7, guidance_layout=1.0 + 1e-7), height=H, width=W)
+  a = plain(params, jax.random.PRNGKey(0), *_text())
+  b = batched(params, jax.random.PRNGKey(0), *_text())
+  np.testing.assert_allclose(a["image"], b["image"], atol=1e-4)
+  assert np.mean(np.asarray(a["layout"]) == np.asarray(b["layout"])) > 0.99
+
+
+def test_outpainting_keeps_the_known_modality_and_seeds(tiny_model, sched, data):
+  model, params = tiny_model
+  x0, y0 = data
+  apply = sampling.model_apply_fn(model)
+  # layout -> image with R = 5; image -> layout with R = 1.
+  l2i = sampling.make_sampler(apply, sched, sampling.SamplerConfig(steps=4, resample=5), height=H, width=W)
+  out = l2i(params, jax.random.PRNGKey(0), *_text(), {"layout": y0, "layout_mask": jnp.ones((B, H, W), bool)})
+  np.testing.assert_array_equal(out["layout"], y0)
+  assert np.all(np.abs(np.asarray(out["image"])) <= 1.0)
+  i2l = sampling.make_sampler(apply, sched, sampling.SamplerConfig(steps=4, resample=1), height=H, width=W)
+  half = jnp.zeros((B, H, W), bool).at[:, :, : W // 2].set(True)
+  out = i2l(params, jax.random.PRNGKey(0), *_text(), {"image": x0, "image_mask": half})
+  np.testing.assert_array_equal(np.asarray(out["image"])[:, :, : W // 2], np.asarray(x0)[:, :, : W // 2])
+  assert not np.allclose(out["image"][:, :, W // 2:], x0[:, :, W // 2:])
+  # Same seed, same samples; another seed, other samples.
+  again = i2l(params, jax.random.PRNGKey(0), *_text(), {"image": x0, "image_mask": half})
+  np.testing.assert_array_equal(out["image"], again["image"])
+  np.testing.assert_array_equal(out["layout"], again["layout"])
+  other = i2l(params, jax.random.PRNGKey(1), *_text(), {"image": x0, "image_mask": half})
+  assert not np.array_equal(out["image"], other["image"])
+
+
+def test_step_grid():
+  g = sampling.step_grid(1000, 50)
+  assert g[0] == 999 and g[-1] == 0 and len(np.unique(g)) == 50 and np.all(np.diff(g) < 0)
+  np.testing.assert_array_equal(sampling.step_grid(10, 10), np.arange(9, -1, -1))
+  with pytest.raises(ValueError, match="1001"):
+    sampling.step_grid(1000, 1001)
+  with pytest.raises(ValueError, match="method"):
+    sampling.SamplerConfig(method="euler")
