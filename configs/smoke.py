@@ -1,10 +1,10 @@
-"""A two-minute check of an install: the `tiny` U-Net on synthetic_scenes/32_mini.
+"""A few-minute check of an install: the `tiny` U-Net on synthetic_scenes/32_mini.
 
   python -m gcd_jax.prepare --dataset synthetic_scenes --config 32_mini
   python -m gcd_jax.main --config configs/smoke.py --workdir /tmp/gcd_smoke
 
 It learns nothing useful; it exercises the whole path (data, MiniLM text cache,
-sharded step, checkpoints, TensorBoard, sample grid) in about two minutes on a
+sharded step, checkpoints, TensorBoard, sample grid) in a few minutes on a
 2-core CPU. The tests run it for 4 steps.
 """
 
