@@ -9,8 +9,10 @@ U-Net preset.
 
 Measured on a 2-core CPU (AMD EPYC, no GPU): preparing the dataset 2 min 18 s;
 training 1200 steps at batch 32 in 22 min 53 s, 3.6 GB peak memory, final
-loss 0.021. Samples name-match their captions' classes and colours; counts and
-positions are followed less often (EVAL_LINE).
+loss 0.021. Samples show their captions' classes in the named colours; counts and
+positions are followed less often: at guidance 2 over 1000 test captions,
+semantic recall 0.84, attribute accuracy 0.46, layout-vs-oracle mIoU 0.90, FSD 12.7
+(python -m gcd_jax.evaluate --workdir workdirs/shapes --num-samples 1000 --guidance 2).
 Watch it with `tensorboard --logdir workdirs/shapes`.
 """
 

@@ -110,3 +110,25 @@ def test_fsd_of_real_test_vs_train_is_near_zero_and_far_below_noise(real):
   assert real_fsd < 0.01 * noise_fsd
   # Per-class percentages, not arrangement: scrambling pixels changes nothing.
   assert lm.fsd(scrambled, train, K) == pytest.approx(real_fsd, rel=1e-6)
+
+
+def test_fid_and_kid_of_real_test_vs_train_are_far_below_noise(real, tmp_path):
+  # No FID weights ship with any package: random Inception weights (fixed seed)
+  # at the architecture's smallest input, which still separates real from noise.
+  from gcd_jax.metrics import fid  # pylint: disable=g-import-not-at-top
+  from gcd_jax.metrics import inception  # pylint: disable=g-import-not-at-top
+  weights = inception.save_random_weights(tmp_path / "random_inception.npz", seed=0)
+  extractor = fid.InceptionFeatures.from_file(weights, batch_size=50, resize_to=inception.MIN_RESIZE)
+  test, train = real["test"]["image"], real["train"]["image"]
+  noise = np.random.default_rng(0).integers(0, 256, test.shape).astype(np.uint8)
+  ref = fid.reference_statistics(extractor, "32_mini-train", lambda: train, tmp_path / "ref")
+  f_real, f_noise = fid.fid(extractor, test, ref), fid.fid(extractor, noise, ref)
+  k_real = fid.kid(extractor, test, ref, subset_size=100)[0]
+  k_noise = fid.kid(extractor, noise, ref, subset_size=100)[0]
+  half = fid.frechet.frechet_distance_of(*(fid.compute_features(extractor, x) for x in (train[:100], train[100:])))
+  print(f"random-Inception FID: test vs train {f_real:.4g}, train halves {half:.4g}, noise vs train "
+        f"{f_noise:.4g}; KID: test {k_real:.3g}, noise {k_noise:.3g}")
+  # Near zero (at the level of two halves of the same split) and far below noise.
+  assert f_real < 2 * half
+  assert f_real < 0.2 * f_noise
+  assert abs(k_real) < 0.05 * k_noise
