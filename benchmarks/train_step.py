@@ -1,12 +1,16 @@
-"""Training-step throughput, compile time and peak host memory.
+"""Training-step throughput, achieved FLOP/s, compile time and peak host memory.
 
+  python benchmarks/train_step.py --preset reference --size 32 --batch 32 --text_len 32
   python benchmarks/train_step.py --preset shapes --size 32 --batch 32
   python benchmarks/train_step.py --preset paper_base --size 128 --batch 1 --steps 2
 
 Random data and text embeddings (the real loop adds the input pipeline and the
 caption cache, see README "Training"); prints steps/s, examples/s, the compile
-time of the step and the process' peak resident memory. On a GPU it also prints
-the share of peak bf16 FLOP/s reached (--peak_tflops, e.g. 989 for an H100 SXM).
+time of the step, the process' peak resident memory, and the achieved GFLOP/s
+(3x the forward FLOPs of XLA's cost analysis per example) as a share of a peak
+probe measured in the same run (benchmarks/peak.py: a jitted FMA chain and a
+2048^3 matmul). On a GPU/TPU the share is MFU against the device's nominal bf16
+peak (--peak_tflops to give it).
 """
 
 import argparse
@@ -23,6 +27,8 @@ from gcd_jax import train_lib
 from gcd_jax.models import presets
 from gcd_jax.models import summary
 
+import peak  # benchmarks/peak.py
+
 
 def main():
   p = argparse.ArgumentParser()
@@ -31,7 +37,7 @@ def main():
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--text_len", type=int, default=28)
-  p.add_argument("--dtype", default="float32", help="compute dtype (bfloat16 on GPU/TPU)")
+  p.add_argument("--dtype", default="auto", help="compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)")
   p.add_argument("--peak_tflops", type=float, default=0.0)
   args = p.parse_args()
 
@@ -75,10 +81,18 @@ def main():
         f"{args.dtype} compute) on {jax.devices()[0].platform}: {1 / dt:.3f} steps/s, "
         f"{args.batch / dt:.1f} examples/s; init {t_init:.1f} s, step compile {t_compile:.1f} s; "
         f"peak host memory {peak_gb:.2f} GB")
-  if args.peak_tflops:
-    fwd = summary.forward_flops(model.config, args.batch, args.size, args.size, args.text_len)
-    achieved = 3 * fwd / dt / 1e12  # forward + backward ~ 3x forward
-    print(f"~{achieved:.1f} TFLOP/s = {100 * achieved / args.peak_tflops:.1f}% of {args.peak_tflops} peak")
+  fwd = summary.forward_flops(model.config, args.batch, args.size, args.size, args.text_len)
+  achieved = 3 * fwd / dt / 1e9  # forward + backward ~ 3x forward
+  print(f"forward {fwd / args.batch / 1e9:.3f} GFLOP per example; achieved ~{achieved:.1f} GFLOP/s")
+  if jax.default_backend() == "cpu":
+    fma, mm = peak.fma_gflops(), peak.matmul_gflops()
+    print(f"peak probes in this run: FMA {fma:.1f} GFLOP/s, fp32 matmul {mm:.1f} GFLOP/s -> "
+          f"{100 * achieved / fma:.1f}% of the FMA probe, {100 * achieved / mm:.1f}% of the matmul probe")
+  else:
+    tflops = args.peak_tflops or peak.device_peak_tflops()
+    if tflops:
+      print(f"MFU {100 * achieved / 1e3 / tflops:.1f}% of {tflops} TFLOP/s bf16 "
+            f"({jax.devices()[0].device_kind})")
 
 
 if __name__ == "__main__":

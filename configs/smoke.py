@@ -4,7 +4,7 @@
   python -m gcd_jax.main --config configs/smoke.py --workdir /tmp/gcd_smoke
 
 It learns nothing useful; it exercises the whole path (data, MiniLM text cache,
-sharded step, checkpoints, TensorBoard, sample grid) in a few minutes on a
+sharded step, checkpoints, TensorBoard, sample grid, evaluators) in a few minutes on a
 2-core CPU. The tests run it for 4 steps.
 """
 
@@ -27,6 +27,9 @@ def get_config():
   c.train.checkpoint_every = 25
   c.train.sample_every = 50
   c.train.progress_every_secs = 10.0
+  c.train.eval_every = 50  # the registered evaluators on 16 test captions
+  c.eval.num_samples = 16
+  c.eval.batch_size = 8
   c.sample.steps = 10
   c.sample.num = 4
   c.sample.captions = ("A red ball.", "Two blue sticks.", "A small green triangle.", "A teal ring.")

@@ -66,10 +66,12 @@ class Checkpointer:
     self.manager.close()
 
 
-def resolve(path) -> tuple[pathlib.Path, int]:
+def resolve(path, step: int | None = None) -> tuple[pathlib.Path, int]:
   """(checkpoints dir, step) from a workdir, a checkpoints dir or a step dir.
 
-  Raises FileNotFoundError naming the path when it holds no checkpoint.
+  `step` picks a kept checkpoint (default: the latest). Raises
+  FileNotFoundError naming the path when it holds no checkpoint, or not `step`
+  (with the steps it does hold).
   """
   path = pathlib.Path(path).absolute()
   candidates = [path / "checkpoints", path]
@@ -78,17 +80,23 @@ def resolve(path) -> tuple[pathlib.Path, int]:
       steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()
                      and (p / "state").exists())
       if steps:
-        return directory, steps[-1]
+        if step is None:
+          return directory, steps[-1]
+        if step in steps:
+          return directory, int(step)
+        raise FileNotFoundError(f"{directory}: no checkpoint of step {step}; kept steps: {steps}")
   if path.name.isdigit() and (path / "state").exists():
+    if step is not None and step != int(path.name):
+      raise FileNotFoundError(f"{path} is the checkpoint of step {path.name}, not {step}")
     return path.parent, int(path.name)
   raise FileNotFoundError(
       f"no checkpoint under {path} (looked for {path}/checkpoints/<step>/state and "
       f"{path}/<step>/state); train first with python -m gcd_jax.main --workdir ...")
 
 
-def read_meta(path) -> tuple[dict, int]:
+def read_meta(path, step: int | None = None) -> tuple[dict, int]:
   """The metadata of the latest (or the given step's) checkpoint, and its step."""
-  directory, step = resolve(path)
+  directory, step = resolve(path, step)
   meta_dir = directory / str(step) / "meta"
   files = sorted(meta_dir.glob("*")) if meta_dir.is_dir() else []
   for f in [meta_dir / "metadata"] + files:
@@ -100,9 +108,9 @@ def read_meta(path) -> tuple[dict, int]:
   raise FileNotFoundError(f"{meta_dir}: no readable checkpoint metadata")
 
 
-def restore_state(path, abstract_state) -> tuple[Any, dict, int]:
-  """(state, meta, step) of the latest checkpoint under `path` (read-only)."""
-  directory, step = resolve(path)
+def restore_state(path, abstract_state, step: int | None = None) -> tuple[Any, dict, int]:
+  """(state, meta, step) of the latest (or the given step's) checkpoint under `path` (read-only)."""
+  directory, step = resolve(path, step)
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
   try:
     out = manager.restore(step, args=ocp.args.Composite(

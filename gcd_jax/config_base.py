@@ -16,7 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.allow_schedule_change = False
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "synthetic_scenes"  # a dataset of `python -m gcd_jax.prepare --list`
+  c.data.name = "synthetic_scenes"  # a TFDS builder of tfds_builders/ (python -m gcd_jax.prepare --dataset NAME)
   c.data.config = "32"  # the TFDS builder config
   c.data.data_dir = ""  # where prepared datasets live ("" = TFDS default, ~/tensorflow_datasets)
   c.data.train_split = "train"
@@ -80,11 +80,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 10_000
   c.train.keep_checkpoints = 3
   c.train.sample_every = 10_000  # 0: no sample grids during training
+  c.train.eval_every = 0  # 0: no evaluation during training; else the `eval` evaluators every N steps
   c.train.progress_every_secs = 60.0
 
   c.sample = ml_collections.ConfigDict()
   c.sample.steps = 100
-  c.sample.method = "ddpm"  # ddpm (ancestral, as released) | ddim
+  c.sample.method = "ddpm"  # ddpm (ancestral, as released) | ddim | dpm2m (DPM-Solver++(2M))
   c.sample.eta = 0.0
   c.sample.guidance_image = 3.0
   c.sample.guidance_layout = 3.0
@@ -93,6 +94,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.final_layout = "argmax"  # argmax | sample
   c.sample.num = 8
   c.sample.captions = ()  # fixed captions for the training-time grids; () = from the eval split
+
+  # Evaluations during training (train.eval_every): the registered evaluators of
+  # gcd_jax/evaluators on the first `num_samples` captions of data.eval_split.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_samples = 100
+  c.eval.batch_size = 50
+  c.eval.steps = 0  # sampling steps (0: sample.steps)
+  c.eval.metrics = ()  # evaluator names; () = every one whose judges are available
+  c.eval.segmenter = ""  # "" = the oracle on synthetic_scenes (else segnet); see evaluate --segmenter
+  c.eval.segnet = ""  # a trained segmentation network dir (python -m gcd_jax.segmenter train): fd_seg
+  c.eval.bootstrap = 0  # bootstrap resamplings for intervals (0: none, the cheapest)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1
@@ -104,7 +116,7 @@ _CHOICES = {
     ("loss", "layout_normalize"): ("official", "bits"),
     ("optimizer", "name"): ("adam", "adamw"),
     ("optimizer", "decay"): ("constant", "cosine", "linear"),
-    ("sample", "method"): ("ddpm", "ddim"),
+    ("sample", "method"): ("ddpm", "ddim", "dpm2m"),
     ("sample", "layout_guidance"): ("logits", "posterior"),
     ("sample", "final_layout"): ("argmax", "sample"),
 }
@@ -129,5 +141,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.sample.steps > config.diffusion.num_steps:
     raise ValueError(f"config.sample.steps={config.sample.steps} exceeds "
                      f"config.diffusion.num_steps={config.diffusion.num_steps}")
+  if config.train.eval_every < 0 or config.eval.num_samples < 2 or config.eval.batch_size < 1:
+    raise ValueError("config.train.eval_every must be >= 0, config.eval.num_samples >= 2 and "
+                     "config.eval.batch_size >= 1")
+  if config.train.eval_every:
+    from gcd_jax import evaluators  # pylint: disable=g-import-not-at-top
+    evaluators.from_names(list(config.eval.metrics))  # unknown names fail here
   if not 0.0 <= config.train.caption_dropout < 1.0:
     raise ValueError(f"config.train.caption_dropout={config.train.caption_dropout} not in [0, 1)")

@@ -13,3 +13,14 @@ def atomic_write_text(path, text: str) -> None:
   tmp = path.with_name(f".{path.name}.tmp")
   tmp.write_text(text, encoding="utf-8")
   os.replace(tmp, path)
+
+
+def atomic_write_npz(path, arrays: dict, compressed: bool = True) -> None:
+  """Writes arrays as .npz to a temporary file beside `path`, then renames it into place."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp")
+  with open(tmp, "wb") as f:
+    (np.savez_compressed if compressed else np.savez)(f, **arrays)
+  os.replace(tmp, path)

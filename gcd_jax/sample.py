@@ -40,6 +40,7 @@ class InputError(ValueError):
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python -m gcd_jax.sample", description=__doc__.split("\n\n")[0])
   p.add_argument("--workdir", required=True, help="a training workdir (its latest checkpoint)")
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
   p.add_argument("--text", action="append", default=[], help="a caption (repeatable)")
   p.add_argument("--text-file", help="captions, one per line")
   p.add_argument("--layout", help="known layout: PNG of class ids (mode L or P)")
@@ -51,7 +52,7 @@ def parse_args(argv=None):
   p.add_argument("--num", type=int, default=4, help="samples per caption")
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
-  p.add_argument("--method", choices=["ddpm", "ddim"], default=None)
+  p.add_argument("--method", choices=sampling.METHODS, default=None)
   p.add_argument("--eta", type=float, default=None)
   p.add_argument("--guidance-image", type=float, default=None)
   p.add_argument("--guidance-layout", type=float, default=None)
@@ -132,14 +133,14 @@ def load_mask(path, size, flag, resize) -> np.ndarray:
 
 def run(args) -> dict:
   """The command, callable from Python; returns the manifest."""
-  from gcd_jax import inference  # pylint: disable=g-import-not-at-top  (slow import: after arg checks)
+  from gcd_jax import run as run_lib  # pylint: disable=g-import-not-at-top  (slow import: after arg checks)
 
   captions = read_captions(args)
   if args.num < 1 or args.batch_size < 1:
     raise InputError("--num and --batch-size must be >= 1")
   t0 = time.time()
   print(f"Loading {args.workdir} ...", file=sys.stderr)
-  r = inference.load_run(args.workdir)
+  r = run_lib.load(args.workdir, step=args.step)
   h, w = r.config.data.height, r.config.data.width
   known, what = {}, "text -> image + layout" if r.has_layout else "text -> image"
   if args.layout:
@@ -224,6 +225,8 @@ def run(args) -> dict:
 
 def main(argv=None):
   args = parse_args(argv)
+  from gcd_jax import compilation_cache  # pylint: disable=g-import-not-at-top
+  compilation_cache.enable()
   try:
     run(args)
   except (InputError, FileNotFoundError) as e:

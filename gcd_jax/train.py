@@ -8,7 +8,6 @@ ways a run stops early (preemption and a non-finite loss).
 
 from __future__ import annotations
 
-import json
 import pathlib
 import signal
 import time
@@ -24,39 +23,17 @@ import numpy as np
 
 from gcd_jax import checkpointing
 from gcd_jax import config_base
+from gcd_jax import run as run_lib
 from gcd_jax import sampling
 from gcd_jax import sharding
 from gcd_jax import text_conditioning
 from gcd_jax import train_lib
 from gcd_jax import visualize
 from gcd_jax.data import pipeline
-from gcd_jax.data.features import LayoutClasses
 
 
 class NonFiniteLossError(FloatingPointError):
   """A loss or gradient became NaN or inf; the run stopped."""
-
-
-def dataset_name(config) -> str:
-  return f"{config.data.name}/{config.data.config}" if config.data.config else config.data.name
-
-
-def run_metadata(config, sched, classes: LayoutClasses, text) -> dict:
-  """What a checkpoint records besides the arrays (see checkpointing.py)."""
-  return {
-      "config": json.loads(config.to_json_best_effort()),
-      "schedules": sched.describe(),
-      "layout_classes": json.loads(classes.to_json()),
-      "text_encoder": text.describe(),
-  }
-
-
-def check_schedules(saved: dict, current: dict, allow_change: bool, where: str) -> None:
-  """Refuses to continue with other noise schedules than the checkpoint's."""
-  if saved != current and not allow_change:
-    raise ValueError(
-        f"{where} was trained with noise schedules {json.dumps(saved)} but the config asks for "
-        f"{json.dumps(current)}; pass --config.allow_schedule_change=True to use them anyway.")
 
 
 class _Preemption:
@@ -81,16 +58,6 @@ class _Preemption:
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
-
-
-def make_sample_fn(config, model, sched):
-  """Jitted sampler for the training-time grids (EMA parameters)."""
-  m = model.config
-  cfg = sampling.SamplerConfig.from_config(config.sample)
-  return sampling.make_sampler(
-      sampling.model_apply_fn(model), sched, cfg, height=config.data.height,
-      width=config.data.width, channels=m.image_channels, prediction=m.prediction,
-      self_condition_image=m.self_condition_image, self_condition_layout=m.self_condition_layout)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -118,18 +85,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  seed=config.seed, process_index=process_index, process_count=process_count,
                  data_dir=config.data.data_dir or None)
   train_iter = pipeline.make_train_iterator(
-      dataset_name(config), split=config.data.train_split, flip=config.data.flip,
+      run_lib.dataset_name(config), split=config.data.train_split, flip=config.data.flip,
       num_workers=config.data.num_workers, **data_kw)
-  classes = pipeline.layout_classes(dataset_name(config), config.data.data_dir or None)
+  classes = pipeline.layout_classes(run_lib.dataset_name(config), config.data.data_dir or None)
   if config.model.num_classes and classes.num_classes != config.model.num_classes:
     raise ValueError(f"config.model.num_classes={config.model.num_classes} but dataset "
-                     f"{dataset_name(config)!r} has {classes.num_classes} layout classes")
+                     f"{run_lib.dataset_name(config)!r} has {classes.num_classes} layout classes")
 
   # Text: a frozen encoder behind a caption cache (it never runs inside the step),
   # or a scratch encoder's tokenizer (before the model: it sets the vocabulary size).
   text = text_conditioning.make_text(
       config, workdir, lambda: pipeline.split_captions(
-          dataset_name(config), config.data.train_split, config.data.data_dir or None))
+          run_lib.dataset_name(config), config.data.train_split, config.data.data_dir or None))
 
   # Model, schedules and a sharded initial state.
   model = train_lib.make_model(config)
@@ -138,7 +105,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   abstract = jax.eval_shape(lambda r: train_lib.init_state(config, model, r), rng)
   state_sh = sharding.state_shardings(mesh, abstract)
   abstract = checkpointing.abstract_with_shardings(abstract, state_sh)
-  meta = run_metadata(config, sched, classes, text)
+  meta = run_lib.run_metadata(config, sched, classes, text)
 
   # Decide how to initialise. The order matters: a checkpoint in the workdir
   # (this run, preempted) wins over init_from (the start of a new run).
@@ -148,7 +115,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   latest = ckpt.latest_step()
   if latest is not None:
     state, data_state, saved_meta = ckpt.restore(latest, abstract)
-    check_schedules(saved_meta["schedules"], meta["schedules"], config.allow_schedule_change,
+    run_lib.check_schedules(saved_meta["schedules"], meta["schedules"], config.allow_schedule_change,
                     f"checkpoint {ckpt.directory}/{latest}")
     pipeline.restore_iterator_state(train_iter, data_state)
     logging.info("Resumed from %s/%d.", ckpt.directory, latest)
@@ -156,7 +123,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = jax.jit(lambda r: train_lib.init_state(config, model, r), out_shardings=state_sh)(rng)
     if config.init_from:
       source, saved_meta, step = checkpointing.restore_state(config.init_from, abstract)
-      check_schedules(saved_meta["schedules"], meta["schedules"], config.allow_schedule_change,
+      run_lib.check_schedules(saved_meta["schedules"], meta["schedules"], config.allow_schedule_change,
                       f"init_from checkpoint {config.init_from}")
       state = state.replace(params=source.params, ema_params=source.ema_params)
       logging.info("Initialised weights from %s (step %d).", config.init_from, step)
@@ -170,11 +137,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   batch_sh = sharding.batch_sharding(mesh)
   train_step = jax.jit(
-      train_lib.make_train_step(config, model, sched),
+      train_lib.make_train_step(config, model, sched, classes.ignore_id),
       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
       donate_argnums=(0,))
-  sample_fn = make_sample_fn(config, model, sched) if config.train.sample_every else None
+  sample_fn = (run_lib.make_sampler(config, model, sched, sampling.SamplerConfig.from_config(config.sample))
+               if config.train.sample_every else None)
   sample_captions = list(config.sample.captions) or _eval_captions(config, data_kw)
+  evaluation = eval_sampler = None
+  if config.train.eval_every:
+    from gcd_jax.evaluators import suite  # pylint: disable=g-import-not-at-top
+    evaluation = suite.TrainingEvaluation(config, bool(config.model.num_classes),
+                                          run_lib.dataset_name(config))
+    eval_sampler = run_lib.make_sampler(config, model, sched, sampling.SamplerConfig.from_config(
+        config.sample, **({"steps": config.eval.steps} if config.eval.steps else {})))
 
   num_steps = config.train.num_steps
   report = periodic_actions.ReportProgress(
@@ -222,6 +197,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
       if sample_fn is not None and (step % config.train.sample_every == 0 or step == num_steps):
         _write_samples(config, sample_fn, state, text, sample_captions, classes, writer, workdir, step)
+      if evaluation is not None and (step % config.train.eval_every == 0 or step == num_steps):
+        _evaluate(evaluation, eval_sampler, state, text, writer, step)
 
       if preemption.requested:
         if pending is not None:
@@ -255,7 +232,7 @@ def _check_finite(step, metrics, ckpt):
 
 def _eval_captions(config, data_kw) -> list[str]:
   kw = dict(data_kw, batch_size=config.sample.num, process_index=0, process_count=1)
-  it = pipeline.make_eval_iterator(dataset_name(config), split=config.data.eval_split, **kw)
+  it = pipeline.make_eval_iterator(run_lib.dataset_name(config), split=config.data.eval_split, **kw)
   return [str(c) for c in next(it)["caption"]][: config.sample.num]
 
 
@@ -267,6 +244,21 @@ def _write_samples(config, sample_fn, state, text, captions, classes, writer, wo
                                classes if "layout" in out else None)
   writer.write_images(step, {"samples": grid[None]})
   visualize.save_png(grid, pathlib.Path(workdir) / "samples" / f"step_{step:07d}.png")
+
+
+def _evaluate(evaluation, sampler, state, text, writer, step):
+  """The configured evaluators on the EMA parameters, written next to the losses."""
+  t = time.time()
+
+  def sample_fn(captions, seed):
+    emb, mask = text.batch(captions)
+    return jax.device_get(sampler(state.ema_params, jax.random.PRNGKey(seed), jnp.asarray(emb),
+                                  jnp.asarray(mask)))
+
+  metrics = evaluation(sample_fn)
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
+  logging.info("Evaluation at step %d (%.0f s): %s", step, time.time() - t,
+               ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
 def _flat(d, prefix=""):

@@ -155,11 +155,15 @@ def _global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
-def make_train_step(config, model, sched: joint.JointSchedule):
+def make_train_step(config, model, sched: joint.JointSchedule, ignore_id: int | None = None):
   """Returns train_step(state, batch) -> (state, metrics), to be jitted by the caller.
 
   A step whose loss or gradient is not finite leaves the state unchanged and
   reports it in `metrics["finite_*"]`; the loop stops the run with a message.
+
+  `ignore_id` (the dataset's unlabelled value, >= K): such pixels are left out
+  of the layout loss, and the model sees them as fully noised (uniform) at
+  every step, so their labels change neither the input nor the loss.
   """
   loss_cfg = make_loss_config(config)
   optimizer = make_optimizer(config)
@@ -181,7 +185,12 @@ def make_train_step(config, model, sched: joint.JointSchedule):
     x0 = batch["image"].astype(jnp.float32)
     bsz = x0.shape[0]
     k = joint.sample_steps(k_time, bsz, sched.num_steps)
-    log_y0 = categorical.log_onehot(batch["layout"], num_classes) if has_layout else None
+    log_y0 = layout_mask = None
+    if has_layout:
+      log_y0 = categorical.log_onehot(batch["layout"], num_classes)
+      if ignore_id is not None:
+        layout_mask = batch["layout"] != ignore_id
+        log_y0 = jnp.where(layout_mask[..., None], log_y0, -jnp.log(float(num_classes)))
     x_t, log_yk, eps = joint.q_sample(k_noise, sched, x0, log_y0, k)
     y_t = jnp.argmax(log_yk, axis=-1).astype(jnp.int32) if has_layout else None
     lam = joint.image_log_snr(sched, k)
@@ -209,7 +218,8 @@ def make_train_step(config, model, sched: joint.JointSchedule):
 
     def loss_fn(params):
       image_out, logits = apply(params, x_t, y_t, lam, batch, drop_text, sc_image, sc_layout, k_dropout)
-      terms = joint.loss(sched, loss_cfg, x0, eps, log_y0, log_yk, k, image_out, logits)
+      terms = joint.loss(sched, loss_cfg, x0, eps, log_y0, log_yk, k, image_out, logits,
+                         layout_mask=layout_mask)
       return jnp.mean(terms["total"]), jax.tree.map(jnp.mean, terms)
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -45,7 +45,7 @@ def _oracle(x0, y0, logits_scale=30.0):
   return apply
 
 
-@pytest.mark.parametrize("method", ["ddpm", "ddim"])
+@pytest.mark.parametrize("method", ["ddpm", "ddim", "dpm2m"])
 def test_oracle_denoiser_ends_at_the_data_point(sched, data, method):
   x0, y0 = data
   cfg = sampling.SamplerConfig(steps=20, method=method, guidance_image=3.0, guidance_layout=3.0)
@@ -180,3 +180,72 @@ def test_step_grid():
     sampling.step_grid(1000, 1001)
   with pytest.raises(ValueError, match="method"):
     sampling.SamplerConfig(method="euler")
+
+
+def _gaussian_data_denoiser(std):
+  """The exact x0 predictor for data ~ N(0, std^2) per pixel: linear in x_t."""
+
+  def apply(params, x_t, y_t, lam, text_emb, text_mask, drop, sc_img, sc_lay):
+    del params, y_t, text_emb, text_mask, drop, sc_img, sc_lay
+    a2 = jax.nn.sigmoid(lam)[:, None, None, None]
+    x0 = jnp.sqrt(a2) * std**2 * x_t / (a2 * std**2 + (1 - a2))
+    return x0, None
+
+  return apply
+
+
+def _ode_endpoint(x_start, log_snr_start, log_snr_end, std):
+  """Closed form: the probability-flow ODE keeps x / sqrt(alpha^2 std^2 + sigma^2)
+  constant for Gaussian data; then the output is the x0 prediction at the end."""
+  def marginal(lam):
+    a2 = 1 / (1 + np.exp(-lam))
+    return np.sqrt(a2 * std**2 + 1 - a2), a2
+  m0, _ = marginal(log_snr_start)
+  m1, a2 = marginal(log_snr_end)
+  x_end = np.asarray(x_start, np.float64) * m1 / m0
+  return np.sqrt(a2) * std**2 * x_end / (a2 * std**2 + 1 - a2)
+
+
+def test_dpm_solver_2m_solves_the_probability_flow_ode_to_second_order():
+  """Gaussian data: the exact ODE endpoint is known in closed form. DPM-Solver++(2M)
+  converges to it at second order, and is more accurate than DDIM at equal steps."""
+  std = 0.15  # |x0_hat| stays far below the clip at 1
+  image_only = joint.make_schedule(1000, 0)
+  x_start = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 3))
+  errors = {}
+  for method in ("ddim", "dpm2m"):
+    for steps in (20, 40, 80):
+      cfg = sampling.SamplerConfig(steps=steps, method=method, guidance_image=1.0,
+                                   guidance_layout=1.0, threshold=0.0)
+      sample = sampling.make_sampler(_gaussian_data_denoiser(std), image_only, cfg, height=4, width=4,
+                                     prediction="x0")
+      # The sampler draws its start from the key: recover it the same way.
+      key = jax.random.PRNGKey(0)
+      _, k_x, _, _ = jax.random.split(key, 4)
+      start = jax.random.normal(k_x, (2, 4, 4, 3))
+      out = np.asarray(sample(None, key, *_text())["image"], np.float64)
+      grid = sampling.step_grid(1000, steps)
+      lam = np.asarray(image_only.image_log_snr, np.float64)
+      want = _ode_endpoint(start, lam[grid[0]], lam[grid[-1]], std)
+      errors[method, steps] = float(np.abs(out - want).max() / np.abs(want).max())
+  del x_start
+  # (A numpy float64 transcription of both solvers gives the same errors: DDIM
+  # 0.18 / 0.092 / 0.046, DPM-Solver++(2M) 0.12 / 0.023 / 0.0004 at 20 / 40 / 80
+  # steps; the cosine schedule's long first and last steps on the integer grid
+  # delay the second-order regime.)
+  assert errors["dpm2m", 80] < 2e-3, errors
+  # DDIM is first order (doubling the steps halves the error); DPM-Solver++(2M)
+  # converges faster than that.
+  for steps in (20, 40):
+    assert 1.7 < errors["ddim", steps] / errors["ddim", 2 * steps] < 2.3, errors
+    assert errors["dpm2m", steps] / errors["dpm2m", 2 * steps] > 4.0, errors
+  for steps in (20, 40, 80):
+    assert errors["dpm2m", steps] < errors["ddim", steps] / 1.5, errors
+
+
+def test_dpm2m_refuses_known_regions(sched, data):
+  x0, y0 = data
+  cfg = sampling.SamplerConfig(steps=4, method="dpm2m")
+  sample = sampling.make_sampler(_oracle(x0, y0), sched, cfg, height=H, width=W)
+  with pytest.raises(ValueError, match="dpm2m"):
+    sample(None, jax.random.PRNGKey(0), *_text(), known={"image": x0, "image_mask": jnp.ones((B, H, W), bool)})

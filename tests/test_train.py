@@ -153,7 +153,8 @@ def test_main_end_to_end(scenes_data_dir, tmp_path):
   workdir = tmp_path / "run"
   proc = _main(["--config", "configs/smoke.py", "--workdir", str(workdir),
                 f"--config.data.data_dir={scenes_data_dir}", "--config.train.num_steps=4",
-                "--config.train.sample_every=4", "--config.train.log_every=2"])
+                "--config.train.sample_every=4", "--config.train.log_every=2",
+                "--config.train.eval_every=4", "--config.eval.num_samples=4", "--config.eval.batch_size=4"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert checkpointing.Checkpointer(workdir / "checkpoints").latest_step() == 4
   pngs = sorted((workdir / "samples").glob("*.png"))
@@ -165,7 +166,8 @@ def test_main_end_to_end(scenes_data_dir, tmp_path):
   events.Reload()
   tags = set(events.Tags()["tensors"]) | set(events.Tags()["scalars"]) | set(events.Tags()["images"])
   for tag in ("loss", "loss_image", "loss_layout", "grad_norm", "learning_rate", "steps_per_sec",
-              "examples_per_sec", "samples"):
+              "examples_per_sec", "samples", "eval/semantic_recall", "eval/layout_semantic_recall",
+              "eval/image_fsd", "eval/miou", "eval/attribute_accuracy_position"):
     assert tag in tags, (tag, sorted(tags))
   loss_events = events.Tensors("loss") if "loss" in events.Tags()["tensors"] else events.Scalars("loss")
   assert [e.step for e in loss_events] == [2, 4]
@@ -173,7 +175,7 @@ def test_main_end_to_end(scenes_data_dir, tmp_path):
 
 def test_image_only_baseline_with_a_scratch_text_encoder(tiny_image_only_run_dir):
   # The paper's baseline (no layout) and a text encoder trained with the model, in one run.
-  from gcd_jax import inference  # pylint: disable=g-import-not-at-top
+  from gcd_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   from gcd_jax import sampling  # pylint: disable=g-import-not-at-top
   workdir, state = tiny_image_only_run_dir
   assert not any("layout" in "/".join(map(str, path)).lower()
@@ -181,10 +183,28 @@ def test_image_only_baseline_with_a_scratch_text_encoder(tiny_image_only_run_dir
   assert "text_encoder" in state.params and "unet" in state.params
   assert (workdir / "text_tokenizer.json").is_file()
 
-  run = inference.load_run(workdir)
+  run = run_lib.load(workdir)
   assert run.text.describe()["kind"] == "scratch" and run.sched.layout is None
   out = run.sample(["A large red ball."] * 2, cfg=sampling.SamplerConfig(steps=2))
   assert set(out) == {"image"} and out["image"].shape == (2, 16, 16, 3)
   tokens, mask = run.text.batch(["A large red ball."])
   assert mask.sum() == 6  # [CLS] a large red ball .
   assert run.text.tokenizer.decode(tokens) == ["a large red ball ."]
+
+
+def test_train_step_with_ignored_pixels_is_finite_and_reads_only_labelled_ones(step_setup):
+  """The step masks ignore-id pixels out of the layout loss (the masked loss itself is
+  checked exactly in tests/diffusion/test_categorical.py)."""
+  config, model, sched, state = step_setup
+  ignore = 255
+  batch = _random_batch(config, seed=4)
+  batch["layout"][:, :, :5] = ignore
+  step = jax.jit(train_lib.make_train_step(config, model, sched, ignore_id=ignore))
+  _, m1 = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
+  assert np.isfinite(float(m1["loss_layout"])) and float(m1["loss_layout"]) > 0
+  assert not train_lib.nonfinite_terms(jax.device_get(m1))
+  other = {k: v.copy() for k, v in batch.items()}
+  rng = np.random.default_rng(5)
+  other["layout"][:, :, 5:] = rng.integers(0, config.model.num_classes, other["layout"][:, :, 5:].shape)
+  _, m2 = step(state, {k: jnp.asarray(v) for k, v in other.items()})
+  assert float(m1["loss_layout"]) != float(m2["loss_layout"])  # labelled pixels do count

@@ -20,7 +20,9 @@ from PIL import Image, ImageDraw
 
 def write_layout_folder(root: str, num_examples: int, size: tuple[int, int],
                         num_classes: int = 8, num_captions: int = 3, seed: int = 0,
-                        flip_pairs: tuple[tuple[int, int], ...] = ((1, 2),)) -> None:
+                        flip_pairs: tuple[tuple[int, int], ...] = ((1, 2),),
+                        flip_words: tuple[tuple[str, str], ...] | None = None,
+                        captions_fn=None) -> None:
   """Writes root/{images,layouts}/{i:05d}.png, captions.jsonl and classes.json.
 
   Args:
@@ -31,6 +33,8 @@ def write_layout_folder(root: str, num_examples: int, size: tuple[int, int],
     num_captions: captions per image ("example {i} caption {j}").
     seed: everything is drawn from it.
     flip_pairs: written to classes.json.
+    flip_words: written to classes.json when given.
+    captions_fn: (i, j) -> caption j of image i (default "example {i} caption {j}").
   """
   h, w = size
   os.makedirs(os.path.join(root, "images"), exist_ok=True)
@@ -53,8 +57,12 @@ def write_layout_folder(root: str, num_examples: int, size: tuple[int, int],
       Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
           os.path.join(root, "images", name + ".png"))
       layout_im.save(os.path.join(root, "layouts", name + ".png"))
+      caption = captions_fn or (lambda i, j: f"example {i} caption {j}")
       f.write(json.dumps({"file_name": name + ".png", "captions": [
-          f"example {i} caption {j}" for j in range(num_captions)]}) + "\n")
+          caption(i, j) for j in range(num_captions)]}) + "\n")
+  spec = {"names": [f"class_{k}" for k in range(num_classes)],
+          "flip_pairs": [list(p) for p in flip_pairs]}
+  if flip_words is not None:
+    spec["flip_words"] = [list(p) for p in flip_words]
   with open(os.path.join(root, "classes.json"), "w", encoding="utf-8") as f:
-    json.dump({"names": [f"class_{k}" for k in range(num_classes)],
-               "flip_pairs": [list(p) for p in flip_pairs]}, f)
+    json.dump(spec, f)

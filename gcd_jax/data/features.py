@@ -8,8 +8,8 @@ Each prepared example is::
   id:       str               stable identifier (file stem)
 
 and each builder publishes a `LayoutClasses` record in its metadata (class names,
-colours for visualisation, the optional ignore id, and the left/right class pairs
-that a horizontal flip must swap).
+colours for visualisation, the optional ignore id, the left/right class pairs
+that a horizontal flip must swap, and the caption words it must swap).
 """
 
 from __future__ import annotations
@@ -45,12 +45,17 @@ class LayoutClasses:
       (None when every pixel is labelled).
     flip_pairs: pairs (a, b) of class ids exchanged by a horizontal flip
       (l_eye / r_eye on faces).
+    flip_words: pairs (a, b) of caption words exchanged by a horizontal flip
+      ("left" / "right"), so that a mirrored image keeps a true caption. A
+      dataset whose captions use side words but declares none is trained
+      without flips (`gcd_jax.data.pipeline.flip_policy`).
   """
 
   names: tuple[str, ...]
   colors: tuple[tuple[int, int, int], ...]
   ignore_id: int | None = None
   flip_pairs: tuple[tuple[int, int], ...] = ()
+  flip_words: tuple[tuple[str, str], ...] = ()
 
   def __post_init__(self):
     k = len(self.names)
@@ -62,6 +67,13 @@ class LayoutClasses:
     for a, b in self.flip_pairs:
       if not (0 <= a < k and 0 <= b < k):
         raise ValueError(f"LayoutClasses: flip pair ({a}, {b}) outside [0, {k}).")
+    words = [w for pair in self.flip_words for w in pair]
+    if any(len(pair) != 2 for pair in self.flip_words) or any(
+        not isinstance(w, str) or not w.strip() or w != w.strip().lower() for w in words):
+      raise ValueError(f"LayoutClasses: flip_words {self.flip_words!r} must be pairs of"
+                       " non-empty lower-case words.")
+    if len(set(words)) != len(words):
+      raise ValueError(f"LayoutClasses: flip_words {self.flip_words!r} name a word twice.")
     if self.ignore_id is not None and 0 <= self.ignore_id < k:
       raise ValueError(
           f"LayoutClasses: ignore_id {self.ignore_id} collides with a class id.")
@@ -94,6 +106,7 @@ class LayoutClasses:
         colors=tuple(tuple(int(v) for v in c) for c in d["colors"]),
         ignore_id=d.get("ignore_id"),
         flip_pairs=tuple(tuple(p) for p in d.get("flip_pairs", ())),
+        flip_words=tuple(tuple(p) for p in d.get("flip_words", ())),
     )
 
 

@@ -19,7 +19,9 @@ state is just a position):
   4. per example: decode; antialiased (Lanczos) resize of the image and
      nearest-neighbour resize of the layout to `image_size`; per batch
      (vectorised): horizontal flip of image and layout together with the
-     left/right class swap, caption choice;
+     left/right class swap, caption choice, and in the chosen caption of a
+     flipped example the swap of the dataset's side words ("left" <-> "right",
+     so "in the lower left corner" becomes "in the lower right corner");
   5. prefetch in `num_threads` threads (PIL releases the GIL while decoding and
      resizing) and, with `num_workers` > 0, in that many processes;
   6. in the main process: uint8 -> float32 [-1, 1] images, int32 layouts
@@ -28,18 +30,26 @@ state is just a position):
 Randomness: every random choice for an example (flip, caption) is a hash of
 (seed, epoch, example index in the split), so it does not depend on the number
 of processes, workers or threads, nor on the batch size.
+
+Flips keep captions true. A dataset declares the caption words a mirror swaps
+(`LayoutClasses.flip_words`, in its metadata). One that declares none but whose
+captions use side words (`SIDE_WORDS`) is read without flips, with a warning
+saying why (`flip_policy`): a flip would make those captions false.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import grain
 from absl import flags
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -166,6 +176,75 @@ def decode_layout(data: bytes, size: tuple[int, int]) -> np.ndarray:
   return arr[..., 0] if arr.ndim == 3 else arr
 
 
+# Words that make a caption side-dependent; a dataset whose captions use them
+# must declare how a flip changes them (LayoutClasses.flip_words).
+SIDE_WORDS = ("left", "right", "leftmost", "rightmost", "lefthand", "righthand")
+_SIDE_PATTERN = re.compile(r"\b(?:" + "|".join(SIDE_WORDS) + r")\b", re.IGNORECASE)
+# Examples read to decide whether captions use side words (spread over the split).
+FLIP_SCAN_EXAMPLES = 2000
+
+
+def word_swap_table(flip_words) -> dict[str, str]:
+  """{"left": "right", "right": "left"} from pairs [("left", "right")]."""
+  table = {}
+  for a, b in flip_words:
+    table[a.lower()], table[b.lower()] = b.lower(), a.lower()
+  return table
+
+
+def _match_case(word: str, like: str) -> str:
+  if like.isupper() and len(like) > 1:
+    return word.upper()
+  if like[:1].isupper():
+    return word[:1].upper() + word[1:]
+  return word
+
+
+@functools.lru_cache(maxsize=16)
+def _swap_pattern(words: tuple[str, ...]) -> re.Pattern:
+  alternatives = sorted(words, key=lambda w: (-len(w), w))
+  return re.compile(r"\b(?:" + "|".join(map(re.escape, alternatives)) + r")\b", re.IGNORECASE)
+
+
+def flip_caption(text: str, table: dict[str, str]) -> str:
+  """The caption of the mirrored image: every word of `table` (whole words, any
+  case) replaced by its partner, keeping its capitalisation."""
+  if not table:
+    return text
+  pattern = _swap_pattern(tuple(sorted(table)))
+  return pattern.sub(lambda m: _match_case(table[m.group(0).lower()], m.group(0)), text)
+
+
+def captions_use_side_words(captions) -> str | None:
+  """The first caption among `captions` that uses a side word, or None."""
+  for c in captions:
+    c = _to_str(c)
+    if _SIDE_PATTERN.search(c):
+      return c
+  return None
+
+
+def flip_policy(source, classes: LayoutClasses, name: str = "dataset",
+                max_examples: int = FLIP_SCAN_EXAMPLES) -> tuple[bool, str]:
+  """(whether horizontal flips keep this dataset's captions true, why not).
+
+  True when the dataset declares its flip words, or when none of up to
+  `max_examples` captions (spread evenly over the split) uses a side word.
+  """
+  if classes.flip_words:
+    return True, ""
+  n = len(source)
+  for i in np.unique(np.linspace(0, n - 1, min(n, max_examples)).astype(np.int64)) if n else ():
+    hit = captions_use_side_words(source[int(i)]["captions"])
+    if hit is not None:
+      return False, (
+          f"{name}: captions use side words (e.g. {hit!r}) but the dataset declares no"
+          " flip_words, so a mirrored image would have a false caption; training without"
+          " horizontal flips. Declare the swaps (classes.json \"flip_words\":"
+          " [[\"left\", \"right\"]]) to flip with true captions.")
+  return True, ""
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
   # A strong 64-bit mixer: consecutive indices give independent-looking bits.
   x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -189,10 +268,11 @@ class BatchTransform:
     flip_table: [256] uint8 class id -> class id after a flip.
     seed: seed of the flip and caption choices.
     resample: image filter, "lanczos" (default), "box" (area) or "bilinear".
+    word_swap: caption word -> word after a flip (`word_swap_table`).
   """
 
   def __init__(self, image_size: tuple[int, int], flip: bool, flip_table: np.ndarray,
-               seed: int, resample: str = "lanczos"):
+               seed: int, resample: str = "lanczos", word_swap: dict[str, str] | None = None):
     if resample not in _RESAMPLE:
       raise ValueError(f"resample {resample!r} not one of {sorted(_RESAMPLE)}.")
     self.image_size = tuple(int(v) for v in image_size)
@@ -200,6 +280,7 @@ class BatchTransform:
     self.flip_table = np.asarray(flip_table, np.uint8)
     self.seed = seed
     self.resample = resample
+    self.word_swap = dict(word_swap or {})
 
   def __call__(self, items: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, np.ndarray]:
     b = len(items)
@@ -211,6 +292,7 @@ class BatchTransform:
       layouts[i] = decode_layout(ex["layout"], (h, w))
 
     bits = example_random_bits(self.seed, np.asarray([k for k, _ in items], np.int64))
+    flipped = np.zeros((b,), bool)
     if self.flip:
       flipped = (bits & np.uint64(1)).astype(bool)
       # Image and layout flip together; left/right classes swap (l_eye <-> r_eye)
@@ -223,6 +305,8 @@ class BatchTransform:
       caps = ex["captions"]
       choice = int((bits[i] >> np.uint64(1)) % np.uint64(len(caps)))
       captions[i] = _to_str(caps[choice])
+      if flipped[i]:
+        captions[i] = flip_caption(captions[i], self.word_swap)
       ids[i] = _to_str(ex["id"])
     # Still uint8: 4x less to send from worker processes; `to_model_dtypes`
     # converts after the prefetch stage.
@@ -316,8 +400,13 @@ def make_dataset(name: str, *, split: str, image_size: tuple[int, int], batch_si
   if drop_remainder is None:
     drop_remainder = train
   ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)
-  transform = BatchTransform(image_size, train if flip is None else flip,
-                             classes.flip_table(), seed, resample)
+  flip = train if flip is None else flip
+  if flip:
+    flip, why = flip_policy(source, classes, f"Dataset {name!r} split {split!r}")
+    if not flip:
+      logging.warning("%s", why)
+  transform = BatchTransform(image_size, flip, classes.flip_table(), seed, resample,
+                             word_swap_table(classes.flip_words))
   return ds.map(transform)
 
 

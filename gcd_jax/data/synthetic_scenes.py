@@ -75,6 +75,9 @@ CLASSES = LayoutClasses(
     names=("background",) + captions.OBJECT_NAMES,
     colors=((0, 0, 0),) + tuple(
         tuple(int(round(230 * c)) for c in _pure_hue(h)) for h in HUES),
+    # Positions are symmetric about the vertical centre line, so a mirrored
+    # caption ("top right" for "top left") is exactly true of a mirrored scene.
+    flip_words=(("left", "right"),),
 )
 
 # --- Measurement thresholds (shared by captioning and checking) ---------------

@@ -222,7 +222,8 @@ def vb_terms(sched: Schedule, log_y0, log_yk, logits, k):
   return jnp.where(is_zero, nll, kl_k), prior_kl(sched, log_y0)
 
 
-def vb_loss(sched: Schedule, log_y0, log_yk, logits, k, normalize: str = "official"):
+def vb_loss(sched: Schedule, log_y0, log_yk, logits, k, normalize: str = "official",
+            pixel_mask=None):
   """The layout loss: a one-sample estimate of the negative ELBO, per example [B].
 
   T * L_k (uniform step weight 1/T) plus the prior term, summed over pixels and
@@ -237,14 +238,24 @@ def vb_loss(sched: Schedule, log_y0, log_yk, logits, k, normalize: str = "offici
     logits: [B, H, W, K] the network's layout logits for y_0.
     k: [B] int steps.
     normalize: one of NORMALIZATIONS.
+    pixel_mask: optional [B, H, W] bool, False at unlabelled (ignore-id)
+      pixels: they are left out of the sum, and H * W above becomes the
+      number of labelled pixels of each example (so the loss is a mean over
+      labelled pixels; with no pixel masked it is the unmasked loss).
   """
   if normalize not in NORMALIZATIONS:
     raise ValueError(f"unknown normalize={normalize!r}; expected one of {NORMALIZATIONS}")
   l_k, prior = vb_terms(sched, log_y0, log_yk, logits, k)
   axes = tuple(range(1, l_k.ndim))
-  total = sched.num_steps * jnp.sum(l_k, axis=axes) + jnp.sum(prior, axis=axes)
-  num_pixels = math.prod(log_y0.shape[1:-1])
+  per_pixel = sched.num_steps * l_k + prior
+  if pixel_mask is None:
+    num_pixels = math.prod(log_y0.shape[1:-1])
+  else:
+    pixel_mask = jnp.asarray(pixel_mask, bool)
+    per_pixel = jnp.where(pixel_mask, per_pixel, 0.0)
+    num_pixels = jnp.maximum(jnp.sum(pixel_mask, axis=axes), 1).astype(jnp.float32)
+  total = jnp.sum(per_pixel, axis=axes)
   denom = math.log(2.0) * num_pixels
   if normalize == "official":
-    denom *= sched.num_classes
+    denom = denom * sched.num_classes
   return total / denom

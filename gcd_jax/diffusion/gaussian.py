@@ -83,6 +83,28 @@ def ddim_step(x_t, x0_hat, log_snr_t, log_snr_s, eta, noise):
   return alpha_s * x0_hat + direction * eps + jnp.sqrt(noise_var) * noise
 
 
+def dpm_solver_2m_step(x_t, x0_hat, x0_prev, log_snr_t, log_snr_s, h_ratio):
+  """DPM-Solver++(2M) (Lu et al. 2022) from t to s < t with data predictions.
+
+  In half-log-SNR l = lambda / 2, with h = l_s - l_t:
+
+    x_s = (sigma_s / sigma_t) x_t - alpha_s expm1(-h) D,
+    D = (1 + 1 / (2 r)) x0_hat - 1 / (2 r) x0_prev,   r = h_prev / h,
+
+  the exact solution of the probability-flow ODE when the data prediction is
+  linear in l across the two steps. `h_ratio` = 1 / (2 r) per example ([B]);
+  0 gives the first-order step (DDIM with eta = 0), used at the first step.
+  """
+  alpha_s, sigma_s = _alpha_sigma(log_snr_s, x_t)
+  _, sigma_t = _alpha_sigma(log_snr_t, x_t)
+  h = (jnp.asarray(log_snr_s) - jnp.asarray(log_snr_t)) / 2
+  h = h.reshape(h.shape + (1,) * (x_t.ndim - h.ndim))
+  c = jnp.asarray(h_ratio, x_t.dtype)
+  c = c.reshape(c.shape + (1,) * (x_t.ndim - c.ndim))
+  d = (1 + c) * x0_hat - c * x0_prev
+  return (sigma_s / sigma_t) * x_t - alpha_s * jnp.expm1(-h) * d
+
+
 # Conversions between the three parameterisations of the network's output.
 # v = alpha eps - sigma x0 (Salimans & Ho), so that x0 = alpha x_t - sigma v.
 

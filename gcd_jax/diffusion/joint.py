@@ -153,7 +153,7 @@ class LossConfig:
 
 
 def loss(sched: JointSchedule, cfg: LossConfig, x0, eps, log_y0, log_yk, k,
-         image_out, layout_logits):
+         image_out, layout_logits, layout_mask=None):
   """The joint loss from the network's two outputs, per example.
 
   L = w_img * p2_img(lambda) * mean (image_out - target)^2
@@ -167,6 +167,8 @@ def loss(sched: JointSchedule, cfg: LossConfig, x0, eps, log_y0, log_yk, k,
     k: [B] int steps.
     image_out: [B, H, W, C] the network's image prediction (cfg.prediction).
     layout_logits: [B, H, W, K] the network's logits for y_0 (or None).
+    layout_mask: optional [B, H, W] bool, False at unlabelled pixels (the
+      dataset's ignore id), which are left out of the layout term.
 
   Returns:
     dict of [B] float32: "image" and "layout" (weighted terms) and "total".
@@ -181,7 +183,7 @@ def loss(sched: JointSchedule, cfg: LossConfig, x0, eps, log_y0, log_yk, k,
     if log_y0 is None or log_yk is None or sched.layout is None:
       raise ValueError("layout_logits given without log_y0, log_yk or a layout schedule")
     vb = categorical.vb_loss(sched.layout, log_y0, log_yk, layout_logits, k,
-                             normalize=cfg.layout_normalize)
+                             normalize=cfg.layout_normalize, pixel_mask=layout_mask)
     layout_term = (cfg.layout_weight
                    * gaussian.p2_weight(lam, cfg.layout_p2_gamma, cfg.p2_k) * vb)
     out["layout"] = layout_term

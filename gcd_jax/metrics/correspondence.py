@@ -17,9 +17,12 @@ Semantic Recall, per sample:
 
   |named classes present in the layout| / |named classes|
 
-where "present" means covering at least `area_threshold` of the image (a
-fraction of H * W, one value or one per class) and at least one pixel; it is
-total area, not the largest connected component. Samples whose caption names no
+where "present" follows the rule the dataset's captions were written with
+(`PresenceRule`, `presence_rule(dataset)`): on synthetic_scenes a connected
+component (8-connectivity) of at least MIN_AREA_FRAC of the image, on
+Cityscapes a total area of at least 1 % of the image (the caption template's
+rule), elsewhere a connected component of at least 0.4 %. Scattered speckle is
+never a present class under a connected rule. Samples whose caption names no
 class have no recall: they are NaN in `per_sample_recall`, left out of the mean
 (count them with `np.isnan(per_sample).sum()`), and the mean is NaN when every
 sample is left out. Each named class counts once per caption however often it
@@ -28,11 +31,13 @@ is mentioned.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from gcd_jax.data import captions as captions_lib
 from gcd_jax.data import synthetic_scenes
@@ -142,72 +147,163 @@ def named_classes_by_name(caption: str, classes: LayoutClasses,
   return {form_to_class[_normalise(m.group(0))] for m in pattern.finditer(caption)}
 
 
+# --- When a class is present ----------------------------------------------------------
+
+_EIGHT_CONNECTED = np.ones((3, 3), bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class PresenceRule:
+  """When a layout shows a class.
+
+  Attributes:
+    min_area_frac: the least share of the image (H * W) a class must cover, one
+      value or one per class id; a present class always has at least one pixel.
+    connected: the area is that of one connected component (8-connectivity),
+      not the class's total: speckle does not add up to a present class.
+  """
+
+  min_area_frac: float | tuple[float, ...]
+  connected: bool
+
+  def describe(self) -> str:
+    return f"{'component' if self.connected else 'total'}>={self.min_area_frac}"
+
+  def present(self, layout: np.ndarray, class_id: int) -> bool:
+    """Whether `layout` [H, W] shows `class_id` under this rule."""
+    t = self.min_area_frac
+    t = float(t if np.ndim(t) == 0 else t[class_id])
+    mask = layout == class_id
+    need = max(t * layout.size, 1e-9)
+    if not self.connected:
+      return bool(np.count_nonzero(mask) >= need)
+    if np.count_nonzero(mask) < need:
+      return False
+    labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    return bool(np.bincount(labels.ravel(), minlength=n + 1)[1:].max() >= need)
+
+
+SYNTHETIC_PRESENCE = PresenceRule(synthetic_scenes.MIN_AREA_FRAC, connected=True)
+CITYSCAPES_PRESENCE = PresenceRule(0.01, connected=False)
+DEFAULT_PRESENCE = PresenceRule(0.004, connected=True)
+
+
+def presence_rule(dataset: str) -> PresenceRule:
+  """The presence rule of a dataset ("name" or "name/config"): the one its captions use."""
+  name = dataset.split("/")[0]
+  if name == "synthetic_scenes":
+    return SYNTHETIC_PRESENCE
+  if name == "cityscapes_text":
+    return CITYSCAPES_PRESENCE
+  return DEFAULT_PRESENCE
+
+
 # --- Semantic recall -------------------------------------------------------------------
 
 
 def per_sample_recall(captions: Sequence[str], layouts, classes_named_fn: Callable[[str], Iterable[int]],
-                      area_threshold: float | Sequence[float]) -> np.ndarray:
+                      area_threshold: float | Sequence[float] | None = None, *,
+                      presence: PresenceRule | None = None) -> np.ndarray:
   """Semantic recall of each sample: [N] float64, NaN where the caption names no class.
 
   Args:
     captions: N captions.
-    layouts: [N, H, W] class ids (the generated layouts, or a segmenter's
-      reading of the generated images).
+    layouts: [N, H, W] class ids (a segmenter's reading of the generated
+      images, or the generated layouts).
     classes_named_fn: caption -> class ids it names (`scenes_named_classes`, or
       `functools.partial(named_classes_by_name, classes=...)`).
-    area_threshold: minimum share of the image (H * W) a class must cover to be
-      present; one value, or one per class id.
+    area_threshold: minimum total share of the image (H * W) a class must
+      cover to be present; one value, or one per class id. Shorthand for
+      `presence=PresenceRule(area_threshold, connected=False)`.
+    presence: the presence rule (give this or area_threshold).
   """
+  if (presence is None) == (area_threshold is None):
+    raise ValueError("per_sample_recall: give exactly one of area_threshold and presence.")
+  if presence is None:
+    t = np.asarray(area_threshold, np.float64)
+    presence = PresenceRule(float(t) if t.ndim == 0 else tuple(t.tolist()), connected=False)
   layouts = _as_layouts(layouts, len(captions), "per_sample_recall")
-  pixels = layouts.shape[1] * layouts.shape[2]
-  thresholds = np.asarray(area_threshold, np.float64)
   out = np.full(len(captions), np.nan)
   for i, (caption, layout) in enumerate(zip(captions, layouts)):
     named = sorted(set(classes_named_fn(caption)))
     if not named:
       continue
-    found = 0
-    for c in named:
-      t = thresholds if thresholds.ndim == 0 else thresholds[c]
-      area = np.count_nonzero(layout == c)
-      found += area > 0 and area >= t * pixels
-    out[i] = found / len(named)
+    out[i] = sum(presence.present(layout, c) for c in named) / len(named)
   return out
 
 
 def semantic_recall(captions: Sequence[str], layouts, classes_named_fn: Callable[[str], Iterable[int]],
-                    area_threshold: float | Sequence[float]) -> float:
+                    area_threshold: float | Sequence[float] | None = None, *,
+                    presence: PresenceRule | None = None) -> float:
   """Mean of `per_sample_recall` over the samples whose caption names a class."""
-  r = per_sample_recall(captions, layouts, classes_named_fn, area_threshold)
+  r = per_sample_recall(captions, layouts, classes_named_fn, area_threshold, presence=presence)
   r = r[~np.isnan(r)]
   return float(r.mean()) if r.size else float("nan")
 
 
 def semantic_recall_synthetic(captions: Sequence[str], layouts) -> float:
   """synthetic_scenes: classes named by the caption parser; present with the
-  dataset's own presence threshold `MIN_AREA_FRAC` (0.4 % of the image)."""
-  return semantic_recall(captions, layouts, scenes_named_classes, synthetic_scenes.MIN_AREA_FRAC)
+  dataset's own rule (a connected component of MIN_AREA_FRAC, 0.4 % of the image)."""
+  return semantic_recall(captions, layouts, scenes_named_classes, presence=SYNTHETIC_PRESENCE)
 
 
 def semantic_recall_by_name(captions: Sequence[str], layouts, classes: LayoutClasses,
                             synonyms: Mapping[str | int, Iterable[str]] | None = None,
-                            area_threshold: float | Sequence[float] = 0.0) -> float:
+                            area_threshold: float | Sequence[float] | None = None, *,
+                            presence: PresenceRule | None = None) -> float:
   """Any dataset: classes named by `named_classes_by_name`; by default a class is
-  present with a single pixel (the paper states no threshold)."""
+  present with a single pixel (give the dataset's `presence_rule`)."""
+  if presence is None and area_threshold is None:
+    area_threshold = 0.0
   return semantic_recall(
-      captions, layouts, lambda text: named_classes_by_name(text, classes, synonyms), area_threshold)
+      captions, layouts, lambda text: named_classes_by_name(text, classes, synonyms), area_threshold,
+      presence=presence)
 
 
 # --- Attribute accuracy (synthetic_scenes) --------------------------------------------
 
 
-def attribute_accuracy(captions: Sequence[str], layouts, images) -> dict[str, float]:
-  """synthetic_scenes: the share of stated attributes that hold in (layout, image).
+def attribute_counts(captions: Sequence[str], layouts, images) -> tuple[np.ndarray, np.ndarray]:
+  """synthetic_scenes: per sample, (attributes that hold, attributes stated), each
+  [N, 4] int64 in the order of ATTRIBUTES (count, position, size, variant).
 
   Every caption is parsed into facts (`caption_facts`) and each stated count,
   position, size and colour variant is checked on the layout and image
   (`check_fact_attributes`); an attribute of a named object that is absent
   does not hold. Presence itself is Semantic Recall's business.
+  """
+  layouts = _as_layouts(layouts, len(captions), "attribute_accuracy")
+  images = segmenters.check_images(images, "attribute_accuracy")
+  if images.shape[:3] != layouts.shape:
+    raise ValueError(f"attribute_accuracy: images {images.shape} and layouts {layouts.shape}"
+                     " differ in N, H, W.")
+  correct = np.zeros((len(captions), len(ATTRIBUTES)), np.int64)
+  total = np.zeros_like(correct)
+  for i, (caption, layout, image) in enumerate(zip(captions, layouts, images)):
+    facts = captions_lib.caption_facts(caption)
+    for result in synthetic_scenes.check_fact_attributes(facts, layout, image):
+      for a, name in enumerate(ATTRIBUTES):
+        if name in result:
+          total[i, a] += 1
+          correct[i, a] += bool(result[name])
+  return correct, total
+
+
+def attribute_shares(correct: np.ndarray, total: np.ndarray) -> dict[str, float]:
+  """{"all", "count", "position", "size", "variant"}: summed holds / summed stated
+  over the samples (rows) given; NaN where nothing is stated."""
+
+  def share(c, t):
+    return float(c / t) if t else float("nan")
+
+  c, t = correct.sum(0), total.sum(0)
+  out = {"all": share(c.sum(), t.sum())}
+  out.update({a: share(c[i], t[i]) for i, a in enumerate(ATTRIBUTES)})
+  return out
+
+
+def attribute_accuracy(captions: Sequence[str], layouts, images) -> dict[str, float]:
+  """synthetic_scenes: the share of stated attributes that hold in (layout, image).
 
   Args:
     captions: N captions.
@@ -216,29 +312,10 @@ def attribute_accuracy(captions: Sequence[str], layouts, images) -> dict[str, fl
 
   Returns:
     {"all": share over every stated attribute, "count", "position", "size",
-     "variant": the share of each}; NaN where no caption states it.
+     "variant": the share of each}; NaN where no caption states it. See
+    `attribute_counts`.
   """
-  layouts = _as_layouts(layouts, len(captions), "attribute_accuracy")
-  images = segmenters.check_images(images, "attribute_accuracy")
-  if images.shape[:3] != layouts.shape:
-    raise ValueError(f"attribute_accuracy: images {images.shape} and layouts {layouts.shape}"
-                     " differ in N, H, W.")
-  correct = dict.fromkeys(ATTRIBUTES, 0)
-  total = dict.fromkeys(ATTRIBUTES, 0)
-  for caption, layout, image in zip(captions, layouts, images):
-    facts = captions_lib.caption_facts(caption)
-    for result in synthetic_scenes.check_fact_attributes(facts, layout, image):
-      for a in ATTRIBUTES:
-        if a in result:
-          total[a] += 1
-          correct[a] += bool(result[a])
-
-  def share(c, t):
-    return c / t if t else float("nan")
-
-  out = {"all": share(sum(correct.values()), sum(total.values()))}
-  out.update({a: share(correct[a], total[a]) for a in ATTRIBUTES})
-  return out
+  return attribute_shares(*attribute_counts(captions, layouts, images))
 
 
 # --- Image-layout agreement ---------------------------------------------------------

@@ -63,3 +63,35 @@ def kernel_distance(features1, features2, num_subsets: int = 100, subset_size: i
     values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
                   + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
   return float(np.mean(values)), float(np.std(values))
+
+
+class FrechetReference:
+  """A fixed reference set, for many Frechet distances against it (bootstrap).
+
+  tr((S1 S2)^(1/2)) equals the sum of the square roots of the eigenvalues of
+  R S1 R with R = S2^(1/2) (symmetric), and with S1 = Xc^T Xc / (n - 1) those
+  are the eigenvalues of (Xc R)(Xc R)^T / (n - 1), an n x n matrix: exact, and
+  fast when n < D (Inception's D = 2048). Agrees with `frechet_distance`
+  (scipy sqrtm) to rounding on full-rank and rank-deficient covariances.
+  """
+
+  def __init__(self, features):
+    self.mu, self.sigma = statistics(features)
+    w, v = np.linalg.eigh(self.sigma)
+    self._root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    self._trace = float(np.trace(self.sigma))
+
+  def distance(self, features) -> float:
+    """Frechet distance between the statistics of features [N, D] and the reference's."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or f.shape[0] < 2 or f.shape[1] != len(self.mu):
+      raise ValueError(f"need features of shape [N >= 2, {len(self.mu)}], got {f.shape}")
+    mu = f.mean(0)
+    xc = (f - mu) @ self._root
+    n = len(f)
+    gram = (xc @ xc.T) if n <= f.shape[1] else (xc.T @ xc)
+    eig = np.linalg.eigvalsh(gram / (n - 1))
+    tr_covmean = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+    tr_s1 = float(np.einsum("ij,ij->", f - mu, f - mu) / (n - 1))
+    diff = mu - self.mu
+    return float(diff @ diff + tr_s1 + self._trace - 2.0 * tr_covmean)

@@ -77,20 +77,27 @@ def confusion_matrix(pred, target, num_classes: int, ignore_id: int | None = Non
   return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
 
 
-def iou_from_confusion(confusion, ignore_id: int | None = None) -> np.ndarray:
-  """Per-class IoU [K] float64 of a confusion matrix; NaN for classes absent from
-  both prediction and target, and for `ignore_id` when it is a class id."""
-  c = np.asarray(confusion, np.float64)
-  tp = np.diag(c)
-  union = c.sum(0) + c.sum(1) - tp
-  iou = np.full(len(c), np.nan)
+def iou_from_counts(tp, target_count, pred_count, ignore_id: int | None = None) -> np.ndarray:
+  """Per-class IoU [K] = TP / (target + pred - TP) from per-class pixel counts;
+  NaN for classes absent from both, and for `ignore_id` when it is a class id."""
+  tp = np.asarray(tp, np.float64)
+  union = np.asarray(target_count, np.float64) + np.asarray(pred_count, np.float64) - tp
+  iou = np.full(len(tp), np.nan)
   np.divide(tp, union, out=iou, where=union > 0)
-  if ignore_id is not None and 0 <= ignore_id < len(c):
+  if ignore_id is not None and 0 <= ignore_id < len(tp):
     iou[ignore_id] = np.nan
   return iou
 
 
-def _mean_present(per_class: np.ndarray) -> float:
+def iou_from_confusion(confusion, ignore_id: int | None = None) -> np.ndarray:
+  """Per-class IoU [K] float64 of a confusion matrix; NaN for classes absent from
+  both prediction and target, and for `ignore_id` when it is a class id."""
+  c = np.asarray(confusion, np.float64)
+  return iou_from_counts(np.diag(c), c.sum(1), c.sum(0), ignore_id)
+
+
+def mean_present(per_class: np.ndarray) -> float:
+  """Mean of the per-class IoUs that are not NaN (NaN when none is)."""
   present = per_class[~np.isnan(per_class)]
   return float(present.mean()) if present.size else float("nan")
 
@@ -116,7 +123,7 @@ class MIoU:
   def result(self) -> tuple[float, np.ndarray]:
     """(mIoU, per-class IoU [K]); mIoU is NaN when no pixel was counted."""
     per_class = iou_from_confusion(self.confusion, self.ignore_id)
-    return _mean_present(per_class), per_class
+    return mean_present(per_class), per_class
 
 
 def miou(pred, target, num_classes: int, ignore_id: int | None = None) -> tuple[float, np.ndarray]:

@@ -37,7 +37,7 @@ def group_norm(num_groups: int, param_dtype: Dtype, name: str | None = None) -> 
       param_dtype=param_dtype, name=name)
 
 
-def dot_product_attention(q, k, v, mask=None):
+def dot_product_attention(q, k, v, mask=None, implementation: str = "auto"):
   """Multi-head attention with float32 logits and softmax.
 
   Args:
@@ -46,10 +46,21 @@ def dot_product_attention(q, k, v, mask=None):
     v: [B, K, heads, head_dim] values.
     mask: optional [B, K] bool; False keys get no weight. Every row must have
       at least one True key (callers append always-on null tokens).
+    implementation: "einsum" (the CPU-tuned path below), "jax"
+      (`jax.nn.dot_product_attention`, which picks cuDNN's fused flash kernel
+      on a GPU), or "auto": "einsum" on CPU, "jax" elsewhere. Both give the
+      same numbers to rounding (tested).
 
   Returns:
     [B, Q, heads, head_dim] in the dtype of `v`.
   """
+  if implementation == "auto":
+    implementation = "einsum" if jax.default_backend() == "cpu" else "jax"
+  if implementation == "jax":
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=None if mask is None else mask[:, None, None, :]).astype(v.dtype)
+  if implementation != "einsum":
+    raise ValueError(f"attention implementation {implementation!r}; expected auto, einsum or jax")
   # Heads go next to the batch axis before the products: XLA:CPU runs the
   # einsums 4x faster with the batch dimensions leading (measured: 21 vs 86 ms
   # for 256 tokens, 8 heads x 64, batch 16), transposes included.

@@ -10,6 +10,8 @@
   paper_sr    the super-resolution stage of the cascade, as released (SRJointUnet):
               paper_base without self-attention in the levels, cross-attention on the
               lowest level only, lowres_cond on.
+  reference   the released JointUnet at its benchmark size (dim 64, mults 1-2-4), the
+              architecture our speed is compared at (benchmarks/train_step.py).
 
 Parameter counts and forward FLOPs: `python -m gcd_jax.models.summary --preset NAME`.
 Override single fields with `get_preset(name, num_classes=20)`.
@@ -81,7 +83,26 @@ def paper_sr() -> UNetConfig:
       lowres_cond=True, time_embed_dim=1024)
 
 
-PRESETS = {"tiny": tiny, "shapes": shapes, "paper_base": paper_base, "paper_sr": paper_sr}
+def reference() -> UNetConfig:
+  """The released JointUnet at the size its speed is compared at (benchmarks/).
+
+  dim 64, mults (1, 2, 4), 2 residual blocks per level, self- and
+  cross-attention only at the lowest level (and in the middle block), 4 heads x
+  64, ff_mult 2, the memory-efficient layout, 3 layout-embedding channels,
+  K = 8, 256-wide text tokens: the official code's benchmark configuration
+  (19.6M parameters there; ours omits its PerceiverResampler and time tokens).
+  """
+  return UNetConfig(
+      num_classes=8, layout_embed_dim=3,
+      dim=64, channel_mults=(1, 2, 4), num_res_blocks=2,
+      self_attention=(False, False, True), cross_attention=(False, False, True),
+      mid_attention=True, num_heads=4, head_dim=64, ff_mult=2, dropout=0.0,
+      norm_groups=8, downsample_first=True,
+      text_dim=256, text_proj_dim=64, num_null_text_tokens=4)
+
+
+PRESETS = {"tiny": tiny, "shapes": shapes, "paper_base": paper_base, "paper_sr": paper_sr,
+           "reference": reference}
 
 
 def get_preset(name: str, **overrides) -> UNetConfig:

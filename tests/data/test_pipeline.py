@@ -248,3 +248,71 @@ def test_jpeg_draft_decode_close_to_full_decode():
   got = pipeline.decode_image(buf.getvalue(), (16, 32))
   assert got.shape == (16, 32, 3)
   assert np.abs(got.astype(int) - np.asarray(full).astype(int)).mean() < 1.5
+
+
+# --- Flips and captions ------------------------------------------------------------
+
+
+def test_flip_caption_swaps_side_words_keeping_case():
+  table = pipeline.word_swap_table([("left", "right")])
+  cases = {
+      "A ball on the left.": "A ball on the right.",
+      "Left: a box; right: a ring.": "Right: a box; left: a ring.",
+      "A box in the lower left corner and a bar at the top right.":
+          "A box in the lower right corner and a bar at the top left.",
+      "LEFT and right": "RIGHT and left",
+      "A leftover bright ring.": "A leftover bright ring.",  # whole words only
+  }
+  for text, want in cases.items():
+    assert pipeline.flip_caption(text, table) == want
+    assert pipeline.flip_caption(want, table) == text  # an involution
+  assert pipeline.flip_caption("on the left", {}) == "on the left"
+
+
+def _side_worded(tmp_path_factory, name, flip_words):
+  src = str(tmp_path_factory.mktemp(f"{name}_src"))
+  data_dir = str(tmp_path_factory.mktemp(f"{name}_data"))
+  fake_data.write_layout_folder(
+      src, 12, SRC_SIZE, num_classes=K, num_captions=1, flip_words=flip_words,
+      captions_fn=lambda i, j: f"example {i}, the cat on the left")
+  builder = lf.LayoutFolder(config=lf.LayoutFolder.make_config(name, test_fraction=0.0),
+                            data_dir=data_dir, file_format="array_record")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=src))
+  return src, data_dir
+
+
+def _flipped_share(src, data_dir, name):
+  it = pipeline.make_train_iterator(f"layout_folder/{name}", image_size=SRC_SIZE, batch_size=4,
+                                    data_dir=data_dir, num_threads=0)
+  flips, captions_seen = 0, []
+  for batch in _take(it, 12):
+    for image, ex_id, caption in zip(batch["image"], batch["id"], batch["caption"]):
+      ref, _ = _reference(src, ex_id, SRC_SIZE)
+      mirrored = not np.array_equal(_to_uint8(image), ref)
+      flips += mirrored
+      assert caption.endswith("on the right" if mirrored else "on the left"), (mirrored, caption)
+      captions_seen.append(caption)
+  return flips / 48
+
+
+def test_side_words_without_declared_swap_train_unflipped(tmp_path_factory, caplog):
+  src, data_dir = _side_worded(tmp_path_factory, "sided", None)
+  with caplog.at_level("WARNING"):
+    assert _flipped_share(src, data_dir, "sided") == 0.0
+  assert "declares no flip_words" in caplog.text and "the cat on the left" in caplog.text
+
+
+def test_declared_flip_words_flip_with_true_captions(tmp_path_factory):
+  src, data_dir = _side_worded(tmp_path_factory, "swapped", [["left", "right"]])
+  share = _flipped_share(src, data_dir, "swapped")
+  assert 0.2 < share < 0.8, share
+
+
+def test_classes_json_flip_words_are_checked(tmp_path):
+  import json
+  path = tmp_path / "classes.json"
+  path.write_text(json.dumps({"names": ["a", "b"], "flip_words": [["left"]]}))
+  with pytest.raises(lf.BuildError, match="flip_words"):
+    lf.read_classes_json(str(path))
+  path.write_text(json.dumps({"names": ["a", "b"], "flip_words": [["Left", "right"]]}))
+  assert lf.read_classes_json(str(path)).flip_words == (("left", "right"),)

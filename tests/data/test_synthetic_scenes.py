@@ -255,3 +255,65 @@ def test_the_same_scene_at_every_resolution():
   # 2x2 blocks of the 64x64 layout mostly agree with the 32x32 layout.
   blocks = large["layout"][::2, ::2]
   assert (blocks == small["layout"]).mean() > 0.95
+
+
+# --- Flips keep captions true ----------------------------------------------------
+
+
+def test_training_flips_keep_every_caption_true(scenes_data_dir, mini):
+  """>= 2000 examples as configs/shapes.py yields them: every caption is true of
+  the example actually yielded, and about half of them are mirrored."""
+  import importlib.util
+  import pathlib
+
+  from gcd_jax.data import pipeline
+
+  spec = importlib.util.spec_from_file_location(
+      "shapes", pathlib.Path(__file__).resolve().parents[2] / "configs" / "shapes.py")
+  shapes = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(shapes)
+  c = shapes.get_config()
+  assert c.data.flip
+  it = pipeline.make_train_iterator(
+      "synthetic_scenes/32_mini", image_size=(c.data.height, c.data.width), batch_size=50,
+      split=c.data.train_split, flip=c.data.flip, seed=c.seed, data_dir=scenes_data_dir,
+      num_threads=0)
+  originals = {_text(r["id"]): r["image"] for r in _records(tfds.data_source(
+      "synthetic_scenes/32_mini", split="train", data_dir=scenes_data_dir))}
+  n = flipped = sided = sided_flipped = 0
+  false = []
+  for _ in range(44):  # 2200 examples: 11 epochs of the 200 training scenes
+    batch = next(it)
+    images = np.round((batch["image"] + 1) * 127.5).astype(np.uint8)
+    for image, layout, caption, ex_id in zip(images, batch["layout"], batch["caption"],
+                                             batch["id"]):
+      original = originals[ex_id]
+      mirrored = not np.array_equal(image, original)
+      assert np.array_equal(image, original[:, ::-1] if mirrored else original)
+      facts = captions.caption_facts(caption)
+      if not all(ss.check_facts(facts, layout, image)):
+        false.append((ex_id, mirrored, caption))
+      has_side = "left" in caption.lower() or "right" in caption.lower()
+      n += 1
+      flipped += mirrored
+      sided += has_side
+      sided_flipped += has_side and mirrored
+  assert not false, false[:5]
+  # p = 0.5, n = 2200: sd 0.011, so +-0.05 is over 4 sd.
+  assert abs(flipped / n - 0.5) < 0.05, flipped / n
+  # The test has teeth: many mirrored captions named a side.
+  assert sided_flipped > 0.1 * n, (sided, sided_flipped)
+
+
+def test_mirrored_captions_are_false_without_the_word_swap(mini):
+  """The instrument: an unswapped caption of a mirrored scene fails the checker."""
+  bad = total = 0
+  for r in _records(mini["train"]):
+    image, layout = r["image"], r["layout"][..., 0]
+    for cap in r["captions"]:
+      cap = _text(cap)
+      if " left" in cap or " right" in cap:
+        total += 1
+        bad += not all(ss.check_facts(captions.caption_facts(cap), layout[:, ::-1],
+                                      image[:, ::-1]))
+  assert total > 50 and bad == total, (bad, total)

@@ -250,3 +250,38 @@ def test_class_count_mismatch_is_reported():
     categorical.q_probs(_sched(5), jnp.zeros((2, 4)), 3)
   with pytest.raises(ValueError, match="num_steps"):
     categorical.make_schedule("cosine_p", 1, 5)
+
+
+def test_vb_loss_pixel_mask_equals_the_loss_of_the_labelled_block():
+  """Masked pixels leave the sum and the pixel count: the loss of a batch whose
+  right part is unlabelled equals the loss of the left block alone, and does not
+  depend on anything at the masked pixels."""
+  k_classes, t = 5, 20
+  sched = categorical.make_schedule("cosine_p", t, k_classes, p=1.0)
+  rng = np.random.default_rng(0)
+  shape = (3, 4, 6)
+  log_y0 = categorical.log_onehot(jnp.asarray(rng.integers(0, k_classes, shape)), k_classes)
+  log_yk = categorical.log_onehot(jnp.asarray(rng.integers(0, k_classes, shape)), k_classes)
+  logits = jnp.asarray(rng.normal(size=shape + (k_classes,)), jnp.float32)
+  k = jnp.asarray([0, 7, 19])
+  mask = np.zeros(shape, bool)
+  mask[:, :, :4] = True
+  for normalize in categorical.NORMALIZATIONS:
+    masked = categorical.vb_loss(sched, log_y0, log_yk, logits, k, normalize, pixel_mask=mask)
+    block = categorical.vb_loss(sched, log_y0[:, :, :4], log_yk[:, :, :4], logits[:, :, :4], k,
+                                normalize)
+    np.testing.assert_allclose(masked, block, rtol=1e-6)
+    # Anything under the mask is irrelevant.
+    noise = jnp.asarray(rng.normal(size=logits.shape), jnp.float32) * 10
+    swapped = categorical.vb_loss(sched, jnp.roll(log_y0, 1, -1), jnp.roll(log_yk, 2, -1),
+                                  logits + noise, k, normalize, pixel_mask=mask)
+    changed = categorical.vb_loss(
+        sched, jnp.where(mask[..., None], log_y0, jnp.roll(log_y0, 1, -1)),
+        jnp.where(mask[..., None], log_yk, jnp.roll(log_yk, 2, -1)),
+        jnp.where(mask[..., None], logits, logits + noise), k, normalize, pixel_mask=mask)
+    np.testing.assert_allclose(changed, masked, rtol=1e-6)
+    assert not np.allclose(swapped, masked)
+    # An all-true mask is the unmasked loss.
+    np.testing.assert_allclose(
+        categorical.vb_loss(sched, log_y0, log_yk, logits, k, normalize, pixel_mask=np.ones(shape, bool)),
+        categorical.vb_loss(sched, log_y0, log_yk, logits, k, normalize), rtol=1e-6)

@@ -295,3 +295,26 @@ def test_load_segmenter_checks_num_classes_and_images(user_module):
   seg = segmenters.load_segmenter(f"{user_module}:segment")
   with pytest.raises(ValueError, match="uint8 images"):
     seg(np.zeros((2, 4, 5, 3), np.float32))
+
+
+def test_presence_follows_the_captions_rule_and_speckle_does_not_count():
+  caption = "A ball."
+  speckle = np.zeros((32, 32), np.int32)
+  speckle[::4, ::4] = 1  # 64 isolated pixels: 6 % of the image, no component of 5 pixels
+  blob = np.zeros((32, 32), np.int32)
+  blob[:2, :3] = 1  # one component of 6 pixels >= 0.4 % of 1024
+  assert co.semantic_recall_synthetic([caption], speckle[None]) == 0.0
+  assert co.semantic_recall_synthetic([caption], blob[None]) == 1.0
+  # synthetic_scenes' captions use the same rule: its fact checker agrees.
+  for layout in (speckle, blob):
+    assert ss.check_fact_attributes([captions.caption_facts(caption)[0]], layout)[0]["present"] \
+        == co.SYNTHETIC_PRESENCE.present(layout, 1)
+  # Cityscapes: total area >= 1 % (its caption template), so 10 scattered pixels of 1024 are not.
+  assert co.presence_rule("cityscapes_text/256x512") == co.CITYSCAPES_PRESENCE
+  few = np.zeros((32, 32), np.int32)
+  few.flat[::110] = 3  # 10 pixels < 10.24
+  assert not co.CITYSCAPES_PRESENCE.present(few, 3)
+  few.flat[::90] = 3  # now 12 or more pixels > 10.24
+  assert co.CITYSCAPES_PRESENCE.present(few, 3)
+  assert co.presence_rule("synthetic_scenes/32") == co.SYNTHETIC_PRESENCE
+  assert co.presence_rule("layout_folder/mine") == co.DEFAULT_PRESENCE

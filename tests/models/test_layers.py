@@ -30,3 +30,24 @@ def test_flax_conv_uses_it_with_the_same_parameters():
   assert jax.tree.structure(params) == jax.tree.structure(fast.init(jax.random.PRNGKey(1), x))
   np.testing.assert_allclose(fast.apply(params, x), plain.apply(params, x), rtol=1e-5, atol=1e-5)
   assert jnp.asarray(fast.apply(params, x)).shape == (2, 2, 2, 6)
+
+
+def test_attention_paths_agree():
+  """The CPU-tuned einsum path and jax.nn.dot_product_attention (cuDNN flash on a GPU)."""
+  from gcd_jax.models import layers as layers_lib
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  q = jax.random.normal(keys[0], (2, 10, 4, 16))
+  k = jax.random.normal(keys[1], (2, 7, 4, 16))
+  v = jax.random.normal(keys[2], (2, 7, 4, 16))
+  mask = jnp.asarray([[True] * 7, [True, False, True, False, False, True, True]])
+  for m in (None, mask):
+    a = layers_lib.dot_product_attention(q, k, v, m, implementation="einsum")
+    b = layers_lib.dot_product_attention(q, k, v, m, implementation="jax")
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6)
+  # A masked key gets no weight: changing its value changes nothing.
+  v2 = v.at[1, 1].set(100.0)
+  np.testing.assert_allclose(
+      np.asarray(layers_lib.dot_product_attention(q, k, v2, mask, implementation="jax")[1]),
+      np.asarray(layers_lib.dot_product_attention(q, k, v, mask, implementation="einsum")[1]), atol=2e-6)
+  with pytest.raises(ValueError, match="attention implementation"):
+    layers_lib.dot_product_attention(q, k, v, implementation="flash")

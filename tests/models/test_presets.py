@@ -34,3 +34,13 @@ def test_get_preset_overrides_and_errors():
     presets.get_preset("paper_large")
   with pytest.raises(TypeError):
     presets.get_preset("tiny", widht=3)
+
+
+def test_reference_mirrors_the_released_benchmark_configuration():
+  cfg = presets.reference()
+  assert (cfg.dim, cfg.channel_mults, cfg.num_res_blocks) == (64, (1, 2, 4), (2, 2, 2))
+  assert cfg.self_attention == cfg.cross_attention == (False, False, True) and cfg.mid_attention
+  assert (cfg.num_heads, cfg.head_dim, cfg.ff_mult, cfg.layout_embed_dim) == (4, 64, 2, 3)
+  assert (cfg.num_classes, cfg.text_dim, cfg.downsample_first) == (8, 256, True)
+  n = summary.count_params(summary.param_shapes(cfg, 32, 32, 32))
+  assert 17.3e6 < n < 17.4e6, n  # the released code: 19.6M (its resampler and time tokens)

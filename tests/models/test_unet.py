@@ -330,3 +330,14 @@ def test_config_round_trips_through_config_dict():
   image, logits = jax.eval_shape(lambda: JointUNet(as_config_dict).init_with_output(
       jax.random.key(0), *[x[k] for k in POSITIONAL]))[0]
   assert logits.shape == (1, 8, 8, K)
+
+
+def test_auto_dtype_is_bfloat16_off_cpu(monkeypatch):
+  cfg = dataclasses.replace(CFG, dtype="auto")
+  assert cfg.compute_dtype == jnp.float32  # the suite runs on CPU
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert cfg.compute_dtype == jnp.bfloat16
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  assert cfg.compute_dtype == jnp.bfloat16
+  with pytest.raises(ValueError, match="dtype"):
+    dataclasses.replace(CFG, dtype="int8")

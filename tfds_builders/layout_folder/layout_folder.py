@@ -6,7 +6,9 @@ This is how a new domain is brought to gcd_jax. The folder (`manual_dir`)::
     classes.json      {"names": ["background", "l_eye", "r_eye", ...],
                        "colors": [[0, 0, 0], ...],        (optional)
                        "ignore_id": 255,                   (optional)
-                       "flip_pairs": [["l_eye", "r_eye"]]} (optional; names or ids)
+                       "flip_pairs": [["l_eye", "r_eye"]], (optional; names or ids)
+                       "flip_words": [["left", "right"]]}  (optional; caption words
+                                                            a mirror swaps)
     images/0001.jpg   RGB images (JPEG, PNG, ...), any size
     layouts/0001.png  single-channel PNG (mode L or P) of class ids, same stem
                       and same size as the image
@@ -17,6 +19,9 @@ This is how a new domain is brought to gcd_jax. The folder (`manual_dir`)::
 Every image needs a layout and at least one caption. When no line has a "split",
 a seeded `test_fraction` of the images (default 10 %, seed 0) becomes the test
 split. ignore_id, if given, must be >= the number of names (e.g. 255).
+Training flips images horizontally only if captions stay true: declare the
+words a mirror swaps in "flip_words"; captions that use "left" or "right"
+without them are trained unflipped (the pipeline warns).
 
 Stored resolution: as given (`make_features(None, None)`); the input pipeline
 resizes (without keeping the aspect ratio: give images the shape you train at).
@@ -128,10 +133,16 @@ def read_classes_json(path: str) -> LayoutClasses:
   if not isinstance(spec, dict) or not isinstance(spec.get("names"), list) or not spec["names"]:
     raise BuildError(f'{path}: needs a non-empty list "names" of class names.')
   names = [str(n) for n in spec["names"]]
-  unknown = set(spec) - {"names", "colors", "ignore_id", "flip_pairs"}
+  unknown = set(spec) - {"names", "colors", "ignore_id", "flip_pairs", "flip_words"}
   if unknown:
     raise BuildError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: names, colors,"
-                     " ignore_id, flip_pairs.")
+                     " ignore_id, flip_pairs, flip_words.")
+  words = spec.get("flip_words", [])
+  if not isinstance(words, list) or any(
+      not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(w, str) for w in pair)
+      for pair in words):
+    raise BuildError(f'{path}: "flip_words" must be a list of [word, word] pairs, e.g.'
+                     f' [["left", "right"]]; got {words!r}.')
   colors = spec.get("colors") or default_colors(len(names))
   if len(colors) != len(names) or any(
       len(c) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in colors):
@@ -154,7 +165,8 @@ def read_classes_json(path: str) -> LayoutClasses:
   try:
     return LayoutClasses(
         names=tuple(names), colors=tuple(tuple(int(v) for v in c) for c in colors),
-        ignore_id=spec.get("ignore_id"), flip_pairs=tuple(pairs))
+        ignore_id=spec.get("ignore_id"), flip_pairs=tuple(pairs),
+        flip_words=tuple((a.strip().lower(), b.strip().lower()) for a, b in words))
   except ValueError as e:
     raise BuildError(f"{path}: {e}") from e
 

@@ -1,0 +1,133 @@
+"""A run: what a checkpoint records, how a run is loaded, and its sampler.
+
+The one place that owns these, shared by training (which writes the record and
+samples its grids and evaluations), `sample`, `evaluate` and notebooks:
+
+  r = run.load("workdirs/shapes")            # latest checkpoint; step=N for another
+  out = r.sample(["A large red ball on the left."] * 4, seed=0)
+
+Nothing here imports the training loop: loading a run for inference needs the
+model, the schedules, the text encoder and the checkpoint, not the optimiser's
+loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from gcd_jax import checkpointing
+from gcd_jax import sampling
+from gcd_jax import text_conditioning
+from gcd_jax import train_lib
+from gcd_jax.data.features import LayoutClasses
+from gcd_jax.diffusion import joint
+
+
+def dataset_name(config) -> str:
+  """"name/config" of the run's TFDS dataset (or "name" without a config)."""
+  return f"{config.data.name}/{config.data.config}" if config.data.config else config.data.name
+
+
+def run_metadata(config, sched, classes: LayoutClasses, text) -> dict:
+  """What a checkpoint records besides the arrays (see checkpointing.py)."""
+  return {
+      "config": json.loads(config.to_json_best_effort()),
+      "schedules": sched.describe(),
+      "layout_classes": json.loads(classes.to_json()),
+      "text_encoder": text.describe(),
+  }
+
+
+def check_schedules(saved: dict, current: dict, allow_change: bool, where: str) -> None:
+  """Refuses to continue with other noise schedules than the checkpoint's."""
+  if saved != current and not allow_change:
+    raise ValueError(
+        f"{where} was trained with noise schedules {json.dumps(saved)} but the config asks for "
+        f"{json.dumps(current)}; pass --config.allow_schedule_change=True to use them anyway.")
+
+
+def make_sampler(config, model, sched: joint.JointSchedule, cfg: sampling.SamplerConfig):
+  """The compiled sampler of a run's model for sampler settings `cfg`.
+
+  sampler(params, key, text, text_mask, known=None) -> {"image", "layout"?}.
+  """
+  m = model.config
+  return sampling.make_sampler(
+      sampling.model_apply_fn(model), sched, cfg, height=config.data.height,
+      width=config.data.width, channels=m.image_channels, prediction=m.prediction,
+      self_condition_image=m.self_condition_image, self_condition_layout=m.self_condition_layout)
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything needed to sample from a checkpoint."""
+
+  workdir: pathlib.Path
+  config: ml_collections.ConfigDict
+  step: int
+  model: Any
+  sched: joint.JointSchedule
+  params: Any  # EMA parameters
+  classes: LayoutClasses
+  text: Any  # text_conditioning.FrozenText or ScratchText
+  _samplers: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def has_layout(self) -> bool:
+    return self.sched.layout is not None
+
+  @property
+  def dataset(self) -> str:
+    return dataset_name(self.config)
+
+  def sampler(self, cfg: sampling.SamplerConfig):
+    """The compiled sampler for `cfg` (built once per configuration)."""
+    if cfg not in self._samplers:
+      self._samplers[cfg] = make_sampler(self.config, self.model, self.sched, cfg)
+    return self._samplers[cfg]
+
+  def sample(self, captions, seed: int = 0, cfg: sampling.SamplerConfig | None = None,
+             known: dict | None = None) -> dict:
+    """Samples one image (and layout) per caption; returns numpy arrays."""
+    cfg = cfg or sampling.SamplerConfig.from_config(self.config.sample)
+    emb, mask = self.text.batch(list(captions))
+    out = self.sampler(cfg)(self.params, jax.random.PRNGKey(seed), jnp.asarray(emb),
+                            jnp.asarray(mask), known)
+    return jax.device_get(out)
+
+
+def load(workdir, *, step: int | None = None, allow_schedule_change: bool = False,
+         schedule_overrides: dict | None = None) -> Run:
+  """Loads a checkpoint of `workdir` (the latest, or `step`) with its EMA parameters.
+
+  Raises FileNotFoundError naming the workdir if it holds no checkpoint (or not
+  `step`, listing the kept ones). `schedule_overrides` (keys of
+  config.diffusion) are refused unless `allow_schedule_change`: a model is only
+  valid with the schedules it was trained on.
+  """
+  workdir = pathlib.Path(workdir)
+  meta, step = checkpointing.read_meta(workdir, step)
+  config = ml_collections.ConfigDict(meta["config"])
+  if schedule_overrides:
+    config.diffusion.update(schedule_overrides)
+  sched = train_lib.make_joint_schedule(config)
+  check_schedules(meta["schedules"], sched.describe(), allow_schedule_change,
+                  f"checkpoint {workdir} (step {step})")
+  text = text_conditioning.make_text(config, workdir)
+  if text.describe()["identity"] != meta["text_encoder"]["identity"]:
+    raise ValueError(
+        f"checkpoint {workdir} was trained with text encoder {json.dumps(meta['text_encoder'])} "
+        f"but {config.text.encoder!r} now gives {json.dumps(text.describe())}")
+  model = train_lib.make_model(config)
+  abstract = jax.eval_shape(lambda r: train_lib.init_state(config, model, r), jax.random.PRNGKey(0))
+  state, _, _ = checkpointing.restore_state(workdir, abstract, step)
+  classes = LayoutClasses.from_json(json.dumps(meta["layout_classes"]))
+  return Run(workdir=workdir, config=config, step=step, model=model, sched=sched,
+             params=state.ema_params, classes=classes, text=text)
