@@ -11,6 +11,7 @@ setuptools.setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["gcd_jax", "gcd_jax.*", "tfds_builders", "tfds_builders.*"]),
     # Floors that resolve together on Python 3.11 (checked: jax 0.10.2, flax 0.12.8,

@@ -1,14 +1,17 @@
 """Time the joint sampler: 50 guided steps (image and layout guidance) at batch 8.
 
-  python benchmarks/sampling.py            # shapes at 32x32, and a ~20M model at 32x32 and 64x64
+  python benchmarks/sampling.py                                   # shapes, and `reference` at 32 and 64
+  python benchmarks/sampling.py --reference_json ref.json         # ... and the ratio to the PyTorch code
 
-Reference (GCDP_NOTES / issue): the released PyTorch code on a 2-core CPU takes
-7.3 s (32x32) and 18.3 s (64x64) for 50 guided steps of a 19.6M-parameter model
-at batch 8, running the two guidance passes one after the other. Random weights
-(the heads perturbed so that the outputs are not zero); timing excludes compile.
+`reference` is the released JointUnet's benchmark architecture (see
+models/presets.py); benchmarks/reference_pytorch.py times the official code at
+the same size and writes the JSON read here (run both back to back, with the
+same threads and allocator settings: benchmarks/vs_reference.sh). Random
+weights (heads perturbed so that outputs are not zero); timing excludes compile.
 """
 
 import argparse
+import json
 import time
 
 import jax
@@ -20,14 +23,7 @@ from gcd_jax.models import presets
 from gcd_jax.models import unet
 
 
-def model_20m():
-  """The released base architecture (paper_base: memory-efficient levels, attention on
-  levels 2-4) scaled to the reference's size: dim 32, 2 blocks per level, 19.9M parameters."""
-  return presets.get_preset("paper_base", dim=32, num_res_blocks=(2, 2, 2, 2), text_dim=384,
-                            num_classes=8)
-
-
-def bench(name, config, size, batch=8, steps=50, repeats=3, text_len=28):
+def bench(name, config, size, batch=8, steps=50, repeats=3, text_len=32, method="ddpm"):
   model = unet.JointUNet(config)
   x = jnp.zeros((1, size, size, 3))
   y = jnp.zeros((1, size, size), jnp.int32)
@@ -36,7 +32,7 @@ def bench(name, config, size, batch=8, steps=50, repeats=3, text_len=28):
   params = jax.jit(model.init)(jax.random.PRNGKey(0), x, y, jnp.zeros((1,)), text, mask)["params"]
   n_params = sum(p.size for p in jax.tree.leaves(params))
   sched = joint.make_schedule(1000, config.num_classes)
-  cfg = sampling.SamplerConfig(steps=steps, guidance_image=3.0, guidance_layout=3.0)
+  cfg = sampling.SamplerConfig(steps=steps, guidance_image=3.0, guidance_layout=3.0, method=method)
   sample = sampling.make_sampler(sampling.model_apply_fn(model), sched, cfg, height=size, width=size)
   temb = jax.random.normal(jax.random.PRNGKey(1), (batch, text_len, config.text_dim))
   tmask = jnp.ones((batch, text_len), bool)
@@ -49,22 +45,31 @@ def bench(name, config, size, batch=8, steps=50, repeats=3, text_len=28):
     jax.block_until_ready(sample(params, jax.random.PRNGKey(r + 1), temb, tmask))
     times.append(time.time() - t)
   best = min(times)
-  print(f"{name:>12} {size}x{size}: {n_params / 1e6:5.1f}M params, batch {batch}, {steps} guided steps: "
-        f"{best:.2f} s (median {sorted(times)[len(times) // 2]:.2f} s; compile+first {first:.1f} s)",
-        flush=True)
+  print(f"{name:>10} {size}x{size}: {n_params / 1e6:5.1f}M params, batch {batch}, {steps} guided steps "
+        f"({method}): {best:.2f} s (median {sorted(times)[len(times) // 2]:.2f} s; compile+first "
+        f"{first:.1f} s)", flush=True)
   return best
 
 
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--reference_json", default=None,
+                 help="output of benchmarks/reference_pytorch.py from the same window")
+  p.add_argument("--skip_shapes", action="store_true")
   args = p.parse_args()
   print(f"devices: {jax.devices()}")
-  bench("shapes", presets.shapes(), 32, repeats=args.repeats)
-  t32 = bench("~20M", model_20m(), 32, repeats=args.repeats)
-  t64 = bench("~20M", model_20m(), 64, repeats=args.repeats)
-  print(f"vs released PyTorch (19.6M, sequential guidance): 32x32 {t32 / 7.3:.2f}x of 7.3 s, "
-        f"64x64 {t64 / 18.3:.2f}x of 18.3 s (target <= 0.5x)")
+  if not args.skip_shapes:
+    bench("shapes", presets.shapes(), 32, repeats=args.repeats, text_len=28)
+  t32 = bench("reference", presets.reference(), 32, repeats=args.repeats)
+  t64 = bench("reference", presets.reference(), 64, repeats=args.repeats)
+  if args.reference_json:
+    with open(args.reference_json, encoding="utf-8") as f:
+      ref = json.load(f)
+    print(f"time vs the released PyTorch code ({ref['params'] / 1e6:.1f}M params, two sequential "
+          f"passes per step): 32x32 {t32 / ref['sample_32_b8_50_s']:.2f}x of its "
+          f"{ref['sample_32_b8_50_s']:.2f} s, 64x64 {t64 / ref['sample_64_b8_50_s']:.2f}x of its "
+          f"{ref['sample_64_b8_50_s']:.2f} s (goal: <= 1.0x)")
 
 
 if __name__ == "__main__":

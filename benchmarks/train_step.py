@@ -39,6 +39,8 @@ def main():
   p.add_argument("--text_len", type=int, default=28)
   p.add_argument("--dtype", default="auto", help="compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)")
   p.add_argument("--peak_tflops", type=float, default=0.0)
+  p.add_argument("--reference_json", default=None,
+                 help="output of benchmarks/reference_pytorch.py from the same window: print the ratio")
   args = p.parse_args()
 
   c = config_base.base_config()
@@ -88,6 +90,14 @@ def main():
     fma, mm = peak.fma_gflops(), peak.matmul_gflops()
     print(f"peak probes in this run: FMA {fma:.1f} GFLOP/s, fp32 matmul {mm:.1f} GFLOP/s -> "
           f"{100 * achieved / fma:.1f}% of the FMA probe, {100 * achieved / mm:.1f}% of the matmul probe")
+    if args.reference_json:
+      import json  # pylint: disable=g-import-not-at-top
+      with open(args.reference_json, encoding="utf-8") as f:
+        ref = json.load(f)
+      key = f"train_{args.size}_b{args.batch}_img_s"
+      if key in ref:
+        print(f"vs the released PyTorch code at the same size: {args.batch / dt / ref[key]:.2f}x its "
+              f"{ref[key]:.1f} img/s (goal: >= 1.0x)")
   else:
     tflops = args.peak_tflops or peak.device_peak_tflops()
     if tflops:

@@ -126,7 +126,9 @@ class Evaluation:
     a = self.args
     key = suite.point_key(checkpoint=str(self.run.workdir.absolute()), step=self.run.step,
                           sampler=dataclasses.asdict(cfg), num_samples=a.num_samples, seed=a.seed,
-                          dataset=self.run.dataset, split=self.split)
+                          dataset=self.run.dataset, split=self.split, batch_size=a.batch_size,
+                          compute=suite.compute_identity(self.run.model.config),
+                          data_dir=self.run.config.data.data_dir)
     directory = suite.point_dir(self.root, key)
     cached = suite.read_point(directory, key)
     samples = suite.read_samples(directory, self.context.judges) if cached is not None else None
@@ -142,20 +144,25 @@ class Evaluation:
       t_sample = time.time() - t
     result = base.evaluate(self.evaluators, self.context, samples, cached=cached,
                            has_layout=self.run.has_layout)
-    reused = cached is not None and all(
-        cached.get("judges", {}).get(n) == j for n, j in result["judges"].items())
-    record = dict(cached or {})
+    # The file keeps every metric ever computed on these samples, each with the
+    # identity of its judges; what this call returns (and prints, plots and logs)
+    # is only what was asked for now, by the judges of now.
+    stored = dict(cached or {})
     for part in ("metrics", "intervals", "judges"):
-      record[part] = {**(cached or {}).get(part, {}), **result[part]}
-    record.update(key=key, guidance=cfg.guidance_image, guidance_layout=cfg.guidance_layout,
+      stored[part] = {**(cached or {}).get(part, {}), **result[part]}
+    common = dict(key=key, guidance=cfg.guidance_image, guidance_layout=cfg.guidance_layout,
                   checkpoint_step=self.run.step, num_samples=a.num_samples, split=self.split,
                   sampler=dataclasses.asdict(cfg),
                   bootstrap={"replicates": a.bootstrap, "seed": 0, "level": 0.95})
-    if not reused:
-      record["seconds"] = {"sampling": t_sample, "total": time.time() - t}
-      fileio.atomic_write_text(directory / "metrics.json", json.dumps(record, indent=1))
-    record["_reused"] = reused
-    record["_dir"] = str(directory)
+    stored.update(common)
+    if result["computed"] or cached is None:
+      stored.setdefault("seconds", {})
+      stored["seconds"] = {"sampling": t_sample or stored["seconds"].get("sampling", 0.0),
+                           "total": time.time() - t}
+      fileio.atomic_write_text(directory / "metrics.json", json.dumps(stored, indent=1))
+    record = {**common, "metrics": result["metrics"], "intervals": result["intervals"],
+              "judges": result["judges"], "seconds": stored.get("seconds", {}),
+              "_reused": not result["computed"] and cached is not None, "_dir": str(directory)}
     return record
 
 

@@ -1,5 +1,6 @@
 """python -m gcd_jax.evaluate on tiny trained runs, and the evaluators on crafted samples."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -37,7 +38,7 @@ def test_guidance_sweep_writes_metrics_intervals_table_and_plot(tiny_run_dir, mo
       lo, hi = iv[key]
       assert lo <= m[key] + 1e-9 and m[key] <= hi + 1e-9 or not np.isfinite(lo)
     assert m["fsd"] >= 0.0 and m["image_fsd"] >= 0.0
-    assert p["judges"]["correspondence"].startswith("v2|correspondence|oracle-synthetic_scenes")
+    assert p["judges"]["correspondence"].startswith(f"v{base.VERSION}|correspondence|oracle-synthetic_scenes")
   table = (base_dir / "sweep.md").read_text()
   assert table.startswith("| guidance |") and "| 2 |" in table and "semantic_recall" in table
   assert (base_dir / "sweep.png").stat().st_size > 1000
@@ -62,19 +63,34 @@ def test_cache_is_keyed_by_every_sampler_setting_and_fills_in_new_metrics(tiny_r
   assert "fsd" in more["metrics"]
   assert more["metrics"]["semantic_recall"] == first["metrics"]["semantic_recall"]
   # Every sampler setting is in the key: another eta, threshold, layout guidance,
-  # final-layout rule or layout scale is another point.
+  # final-layout rule, layout scale, method or step count is another point.
+  ev = evaluate.Evaluation(_args(tiny_run_dir, "--guidance", "1.5"))
+  base_cfg = ev.sampler_config(1.5)
+  variants = [dict(eta=0.5), dict(threshold=0.0), dict(layout_guidance="posterior"),
+              dict(final_layout="sample"), dict(guidance_layout=1.0), dict(method="ddim"),
+              dict(steps=4), dict(resample=2)]
+
+  def directory(cfg, **key):
+    kw = dict(checkpoint="c", step=2, sampler=dataclasses.asdict(cfg), num_samples=8, seed=0,
+              dataset="d", split="test")
+    kw.update(key)
+    return suite.point_dir(ev.root, suite.point_key(**kw))
+
+  dirs = {directory(dataclasses.replace(base_cfg, **v)) for v in variants}
+  dirs |= {directory(base_cfg, step=1), directory(base_cfg, num_samples=9),
+           directory(base_cfg, seed=1), directory(base_cfg, split="train"), directory(base_cfg)}
+  assert len(dirs) == len(variants) + 5
+  # And a real rerun with one changed setting samples again.
   calls = []
   real_generate = suite.generate
   monkeypatch.setattr(suite, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
-  for extra in (["--eta", "0.5", "--method", "ddim"], ["--threshold", "0"],
-                ["--layout-guidance", "posterior"], ["--final-layout", "sample"],
-                ["--guidance-layout", "1"]):
-    evaluate.run(_args(tiny_run_dir, "--guidance", "1.5", "--metrics", "correspondence", *extra))
-  assert len(calls) == 5
+  evaluate.run(_args(tiny_run_dir, "--guidance", "1.5", "--metrics", "correspondence",
+                     "--threshold", "0"))
+  assert len(calls) == 1
 
 
 def test_a_changed_judge_recomputes_only_its_metric(tiny_run_dir, monkeypatch):
-  [first] = evaluate.run(_args(tiny_run_dir, "--guidance", "3", "--metrics", "correspondence,fsd"))
+  [first] = evaluate.run(_args(tiny_run_dir, "--guidance", "1.5", "--metrics", "correspondence,fsd"))
   monkeypatch.setattr(base, "VERSION", base.VERSION + 1)  # as if the judges had changed
   monkeypatch.setattr(suite, "generate", _no_sampling)
   ran = []
@@ -86,7 +102,7 @@ def test_a_changed_judge_recomputes_only_its_metric(tiny_run_dir, monkeypatch):
     return out
 
   monkeypatch.setattr(base, "evaluate", spy)
-  [again] = evaluate.run(_args(tiny_run_dir, "--guidance", "3", "--metrics", "correspondence,fsd"))
+  [again] = evaluate.run(_args(tiny_run_dir, "--guidance", "1.5", "--metrics", "correspondence,fsd"))
   assert all(j.startswith(f"v{base.VERSION}|") for j in again["judges"].values())
   assert again["metrics"]["fsd"] == pytest.approx(first["metrics"]["fsd"])
 

@@ -215,33 +215,41 @@ def flip_caption(text: str, table: dict[str, str]) -> str:
   return pattern.sub(lambda m: _match_case(table[m.group(0).lower()], m.group(0)), text)
 
 
-def captions_use_side_words(captions) -> str | None:
-  """The first caption among `captions` that uses a side word, or None."""
+def side_words_in(captions) -> tuple[set[str], str | None]:
+  """(the side words `captions` use, lower-cased; one caption that uses any, or None)."""
+  found, example = set(), None
   for c in captions:
     c = _to_str(c)
-    if _SIDE_PATTERN.search(c):
-      return c
-  return None
+    words = {m.group(0).lower() for m in _SIDE_PATTERN.finditer(c)}
+    if words and example is None:
+      example = c
+    found |= words
+  return found, example
 
 
 def flip_policy(source, classes: LayoutClasses, name: str = "dataset",
                 max_examples: int = FLIP_SCAN_EXAMPLES) -> tuple[bool, str]:
   """(whether horizontal flips keep this dataset's captions true, why not).
 
-  True when the dataset declares its flip words, or when none of up to
-  `max_examples` captions (spread evenly over the split) uses a side word.
+  Reads the captions of up to `max_examples` examples spread evenly over the
+  split. Flips are on when none uses a side word (`SIDE_WORDS`), or when the
+  dataset's `flip_words` swap every side word they use; otherwise a mirror
+  would make those captions false and flips are off.
   """
-  if classes.flip_words:
-    return True, ""
   n = len(source)
-  for i in np.unique(np.linspace(0, n - 1, min(n, max_examples)).astype(np.int64)) if n else ():
-    hit = captions_use_side_words(source[int(i)]["captions"])
-    if hit is not None:
+  indices = np.unique(np.linspace(0, n - 1, min(n, max_examples)).astype(np.int64)) if n else []
+  table = word_swap_table(classes.flip_words)
+  for i in indices:
+    words, example = side_words_in(source[int(i)]["captions"])
+    unswapped = sorted(words - set(table))
+    if unswapped:
+      declared = (f"declares flip_words {[list(p) for p in classes.flip_words]}, which do not swap"
+                  f" {unswapped}" if classes.flip_words else "declares no flip_words")
       return False, (
-          f"{name}: captions use side words (e.g. {hit!r}) but the dataset declares no"
-          " flip_words, so a mirrored image would have a false caption; training without"
-          " horizontal flips. Declare the swaps (classes.json \"flip_words\":"
-          " [[\"left\", \"right\"]]) to flip with true captions.")
+          f"{name}: captions use side words (e.g. {example!r}) but the dataset {declared},"
+          " so a mirrored image would have a false caption; training without horizontal"
+          " flips. Declare the swaps (classes.json \"flip_words\": [[\"left\", \"right\"]])"
+          " to flip with true captions.")
   return True, ""
 
 

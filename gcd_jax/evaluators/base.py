@@ -27,7 +27,7 @@ from gcd_jax.data.features import LayoutClasses
 
 # Bumped whenever an evaluator's numbers would change for the same samples and
 # judges, so that cached sweep points computed by older code are recomputed.
-VERSION = 2
+VERSION = 3
 
 Statistic = Callable[[np.ndarray], float]
 
@@ -179,7 +179,8 @@ def bootstrap_interval(stat: Statistic, n: int, replicates: int, seed: int) -> t
 
 def evaluate(evaluators: Sequence[Evaluator], ctx: Context, samples: Samples,
              cached: dict | None = None, has_layout: bool | None = None) -> dict:
-  """Runs evaluators on samples; returns {"metrics", "intervals", "judges"}.
+  """Runs evaluators on samples; returns {"metrics", "intervals", "judges", "computed"}
+  ("computed": the names of the evaluators that ran, rather than being read back).
 
   `cached` is an earlier record for the same samples: an evaluator whose
   identity is unchanged and whose keys are all there is not run again, so a
@@ -187,7 +188,7 @@ def evaluate(evaluators: Sequence[Evaluator], ctx: Context, samples: Samples,
   requirements are missing raises ValueError naming them.
   """
   has_layout = samples.layouts is not None if has_layout is None else has_layout
-  out = {"metrics": {}, "intervals": {}, "judges": {}}
+  out = {"metrics": {}, "intervals": {}, "judges": {}, "computed": []}
   cached = cached or {}
   old_metrics, old_intervals = cached.get("metrics", {}), cached.get("intervals", {})
   n = len(samples)
@@ -207,5 +208,6 @@ def evaluate(evaluators: Sequence[Evaluator], ctx: Context, samples: Samples,
       for k, stat in ev.statistics(ctx, samples).items():
         out["metrics"][k] = float(stat(everything))
         out["intervals"][k] = list(bootstrap_interval(stat, n, ctx.replicates, ctx.seed))
+      out["computed"].append(ev.name)
     out["judges"][ev.name] = identity
   return out

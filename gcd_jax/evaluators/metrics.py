@@ -103,17 +103,20 @@ class LayoutCorrespondence(base.Evaluator):
     return correspondence_statistics(ctx.reference, samples.layouts, samples.images, "layout_")
 
 
-def fsd_statistic(ref: base.Reference, layouts) -> base.Statistic:
-  """FSD of the given layouts (resampled) against the real layouts of the split."""
+def fsd_statistic(ref: base.Reference, layouts, real_layouts=None) -> base.Statistic:
+  """FSD of the given layouts (resampled) against real layouts (default: the split's)."""
   k, ignore = ref.classes.num_classes, ref.classes.ignore_id
-  real = frechet.FrechetReference(layout_metrics.class_percentages(ref.layouts, k, ignore))
+  real_layouts = ref.layouts if real_layouts is None else real_layouts
+  real = frechet.FrechetReference(layout_metrics.class_percentages(real_layouts, k, ignore))
   gen = layout_metrics.class_percentages(layouts, k, ignore)
   return lambda idx: real.distance(gen[idx])
 
 
 @base.register
 class ImageFSD(base.Evaluator):
-  """FSD of the segmenter's layouts of the generated images (comparable across arms)."""
+  """FSD of the segmenter's layouts of the generated images against its layouts
+  of the real images (comparable across arms; the segmenter's own errors
+  cancel, so real images score about 0 whatever the segmenter)."""
 
   name = "image_fsd"
   keys = ("image_fsd",)
@@ -123,7 +126,8 @@ class ImageFSD(base.Evaluator):
     return ctx.judges.segmenter_identity
 
   def statistics(self, ctx, samples):
-    return {"image_fsd": fsd_statistic(ctx.reference, samples.image_layouts)}
+    real = base.Samples(ctx.reference.images, None, ctx.judges).image_layouts
+    return {"image_fsd": fsd_statistic(ctx.reference, samples.image_layouts, real)}
 
 
 @base.register
@@ -196,8 +200,13 @@ def feature_statistics(extractor, ref: base.Reference, images, cache_dir, prefix
         memo["full"] = frechet.kernel_distance(gen, reference.features, num_subsets=100,
                                                subset_size=m)
       return memo["full"][which]
-    # A bootstrap replicate: 10 subsets each keep the intervals affordable.
-    return frechet.kernel_distance(gen[idx], reference.features, num_subsets=10, subset_size=m)[which]
+    if which == 1:
+      return float("nan")  # the spread over subsets has no bootstrap interval
+    # A bootstrap replicate: its distinct samples (duplicates would leak k(x, x)
+    # into the unbiased estimate), 10 subsets each to keep the intervals affordable.
+    distinct = gen[np.unique(idx)]
+    return frechet.kernel_distance(distinct, reference.features, num_subsets=10,
+                                   subset_size=min(m, len(distinct)))[0]
 
   fd_key, kid_key = prefix
   return {fd_key: lambda idx: real.distance(gen[idx]),

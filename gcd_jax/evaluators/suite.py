@@ -138,12 +138,23 @@ def generate(sample_fn: SampleFn, captions: Sequence[str], batch_size: int, seed
 # --- The results cache ------------------------------------------------------------
 
 
+def compute_identity(model_config) -> str:
+  """The backend and resolved compute dtype: the same seeds give other samples elsewhere."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return f"{jax.default_backend()}-{model_config.compute_dtype.name}"
+
+
 def point_key(*, checkpoint: str, step: int, sampler: dict, num_samples: int, seed: int,
-              dataset: str, split: str) -> dict:
+              dataset: str, split: str, batch_size: int = 0, compute: str = "",
+              data_dir: str = "") -> dict:
   """Everything that determines a sweep point's samples (the metrics keep their
-  own judge identities inside the record)."""
+  own judge identities inside the record): the checkpoint and step, every
+  sampler setting, N, the seed and the batch size (the per-batch seeds and the
+  padding depend on it), the dataset, split and data dir of the captions, and
+  the backend and compute dtype."""
   return {"checkpoint": checkpoint, "step": int(step), "sampler": dict(sorted(sampler.items())),
-          "num_samples": int(num_samples), "seed": int(seed), "dataset": dataset, "split": split}
+          "num_samples": int(num_samples), "seed": int(seed), "dataset": dataset, "split": split,
+          "batch_size": int(batch_size), "compute": compute, "data_dir": str(data_dir or "")}
 
 
 def point_dir(root: pathlib.Path, key: dict) -> pathlib.Path:
@@ -169,12 +180,17 @@ def read_point(directory: pathlib.Path, key: dict) -> dict | None:
 
 
 def read_samples(directory: pathlib.Path, judges: base.Judges) -> base.Samples | None:
+  """The stored samples of a point, or None (absent or unreadable: sample again)."""
+  import zipfile  # pylint: disable=g-import-not-at-top
   path = directory / "samples.npz"
   if not path.is_file():
     return None
-  with np.load(path, allow_pickle=False) as f:
-    layouts = f["layouts"] if "layouts" in f.files else None
-    return base.Samples(f["images"], layouts, judges)
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      layouts = f["layouts"] if "layouts" in f.files else None
+      return base.Samples(f["images"], layouts, judges)
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    return None
 
 
 def write_samples(directory: pathlib.Path, samples: base.Samples) -> None:
@@ -202,6 +218,11 @@ class TrainingEvaluation:
     self.context = base.Context(self.reference, judges, replicates=e.bootstrap, seed=0)
     names = list(e.metrics) or base.available(self.context, has_layout)
     self.evaluators = base.from_names(names)
+    for ev in self.evaluators:  # fail at the start of training, not at step eval_every
+      missing = ev.missing(self.context, has_layout)
+      if missing:
+        raise ValueError(f"config.eval.metrics: {ev.name!r} needs {', '.join(missing)}"
+                         " (set config.eval.segnet / config.eval.segmenter, or drop it)")
     self.has_layout = has_layout
     self.batch_size = e.batch_size
     self.seed = config.seed

@@ -316,3 +316,18 @@ def test_classes_json_flip_words_are_checked(tmp_path):
     lf.read_classes_json(str(path))
   path.write_text(json.dumps({"names": ["a", "b"], "flip_words": [["Left", "right"]]}))
   assert lf.read_classes_json(str(path)).flip_words == (("left", "right"),)
+
+
+def test_flip_policy_needs_every_side_word_swapped():
+  from gcd_jax.data.features import LayoutClasses
+  source = [{"captions": [b"a cat"]}, {"captions": [b"the leftmost cat", b"a dog on the right"]}]
+  plain = LayoutClasses(names=("a", "b"), colors=((0, 0, 0), (1, 1, 1)))
+  lr = LayoutClasses(names=("a", "b"), colors=((0, 0, 0), (1, 1, 1)), flip_words=(("left", "right"),))
+  full = LayoutClasses(names=("a", "b"), colors=((0, 0, 0), (1, 1, 1)),
+                       flip_words=(("left", "right"), ("leftmost", "rightmost")))
+  assert pipeline.flip_policy(source[:1], plain) == (True, "")  # no side words: flips are safe
+  ok, why = pipeline.flip_policy(source, plain)
+  assert not ok and "declares no flip_words" in why
+  ok, why = pipeline.flip_policy(source, lr)
+  assert not ok and "do not swap ['leftmost']" in why
+  assert pipeline.flip_policy(source, full) == (True, "")
