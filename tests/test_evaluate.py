@@ -159,7 +159,11 @@ def test_one_judge_layouts_that_match_captions_do_not_excuse_noise_images(test_s
   m = out["metrics"]
   assert m["layout_semantic_recall"] == 1.0, m  # real layouts satisfy their own captions
   assert m["semantic_recall"] < 0.3, m  # the oracle finds speckle, not objects
-  assert m["layout_attribute_accuracy"] > 0.95 and m["attribute_accuracy"] < 0.3, m
+  # Counts, positions and sizes of the real layouts hold; colour variants are read
+  # off the (noise) image, so they do not.
+  for a in ("count", "position", "size"):
+    assert m[f"layout_attribute_accuracy_{a}"] > 0.95, m
+  assert m["layout_attribute_accuracy"] > 0.8 and m["attribute_accuracy"] < 0.1, m
   # Real images and layouts score 1 on both sides.
   real = base.evaluate(evaluators.from_names(["correspondence"]), ctx,
                        base.Samples(test_split.images, test_split.layouts, judges))["metrics"]

@@ -27,7 +27,7 @@ from gcd_jax.data.features import LayoutClasses
 
 # Bumped whenever an evaluator's numbers would change for the same samples and
 # judges, so that cached sweep points computed by older code are recomputed.
-VERSION = 3
+VERSION = 4
 
 Statistic = Callable[[np.ndarray], float]
 

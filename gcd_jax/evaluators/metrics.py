@@ -58,7 +58,8 @@ def correspondence_statistics(ref: base.Reference, layouts, images, prefix: str 
                                   presence=corr.presence_rule(ref.dataset))
   stats = {prefix + "semantic_recall": lambda idx: _nanmean(recall[idx])}
   if ref.synthetic:
-    correct, total = corr.attribute_counts(ref.captions, layouts, images)
+    correct, total = corr.attribute_counts(ref.captions, layouts, images,
+                                           corr.presence_rule(ref.dataset))
 
     def share(key):
       return lambda idx: corr.attribute_shares(correct[idx], total[idx])[key]
