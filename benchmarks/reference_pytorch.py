@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.machinery
+import importlib.util
 import json
 import sys
 import time
@@ -59,6 +61,7 @@ def _stub(name: str) -> None:
   """An importable module whose every attribute is a harmless placeholder."""
   module = types.ModuleType(name)
   module.__path__ = []  # a package: submodules import too
+  module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
 
   def getattr_(attr):
     if attr.startswith("__"):
