@@ -78,6 +78,16 @@ def step_setup():
   return config, model, sched, state
 
 
+IGNORE = 255
+
+
+@pytest.fixture(scope="module")
+def plain_step(step_setup):
+  """One compiled unsharded step (ignore id 255), shared by the tests below."""
+  config, model, sched, _ = step_setup
+  return jax.jit(train_lib.make_train_step(config, model, sched, ignore_id=IGNORE))
+
+
 def _run_steps(config, model, sched, state, mesh, batches, min_size):
   abstract = jax.eval_shape(lambda: state)
   state_sh = sharding.state_shardings(mesh, abstract, min_size=min_size)
@@ -106,12 +116,11 @@ def test_one_device_and_eight_devices_give_the_same_losses(step_setup):
   assert one[0] != one[1]
 
 
-def test_nan_guard_keeps_the_state_and_names_the_term(step_setup):
+def test_nan_guard_keeps_the_state_and_names_the_term(step_setup, plain_step):
   config, model, sched, state = step_setup
-  batch = _random_batch(config)
+  batch = _random_batch(config)  # no pixel at the ignore id
   batch["image"][0, 0, 0, 0] = np.nan
-  step = jax.jit(train_lib.make_train_step(config, model, sched))
-  new_state, metrics = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
+  new_state, metrics = plain_step(state, {k: jnp.asarray(v) for k, v in batch.items()})
   bad = train_lib.nonfinite_terms(jax.device_get(metrics))
   assert "image" in bad and "grad" in bad  # (a NaN pixel reaches both heads)
   assert _leaves_equal(new_state.params, state.params)
@@ -192,14 +201,13 @@ def test_image_only_baseline_with_a_scratch_text_encoder(tiny_image_only_run_dir
   assert run.text.tokenizer.decode(tokens) == ["a large red ball ."]
 
 
-def test_train_step_with_ignored_pixels_is_finite_and_reads_only_labelled_ones(step_setup):
+def test_train_step_with_ignored_pixels_is_finite_and_reads_only_labelled_ones(step_setup, plain_step):
   """The step masks ignore-id pixels out of the layout loss (the masked loss itself is
   checked exactly in tests/diffusion/test_categorical.py)."""
   config, model, sched, state = step_setup
-  ignore = 255
+  step = plain_step
   batch = _random_batch(config, seed=4)
-  batch["layout"][:, :, :5] = ignore
-  step = jax.jit(train_lib.make_train_step(config, model, sched, ignore_id=ignore))
+  batch["layout"][:, :, :5] = IGNORE
   _, m1 = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
   assert np.isfinite(float(m1["loss_layout"])) and float(m1["loss_layout"]) > 0
   assert not train_lib.nonfinite_terms(jax.device_get(m1))
