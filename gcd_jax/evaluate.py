@@ -208,8 +208,8 @@ def sweep_plot(points: list[dict], path: pathlib.Path):
       ax.errorbar(xs, ys, xerr=err(ck, xs), yerr=err(fk, ys), fmt="o-", capsize=2)
       for p, x, y in zip(points, xs, ys):
         ax.annotate(f"{p['guidance']:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=8)
-      ax.set_xlabel(f"{ck} of the image (higher: better)", fontsize=9)
-      ax.set_ylabel(f"{fk} (lower: better)", fontsize=9)
+      ax.set_xlabel(f"{ck} (image; higher: better)", fontsize=8)
+      ax.set_ylabel(f"{fk} (lower: better)", fontsize=8)
   fig.suptitle("guidance sweep (95% bootstrap intervals)")
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
