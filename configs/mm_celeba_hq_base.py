@@ -1,4 +1,4 @@
-"""GCDP base model on MM CelebA-HQ at 128x128 with the paper's settings (GCDP_NOTES s. 3).
+"""GCDP base model on MM CelebA-HQ at 128x128 with the paper's settings (docs/gcdp.md section 3).
 
   python -m gcd_jax.prepare --dataset mm_celeba_hq --manual_dir /data/celeba  # 256x256 build
   python -m gcd_jax.main --config configs/mm_celeba_hq_base.py --workdir workdirs/celeba_base \

@@ -4,7 +4,7 @@ A layout is a field of K-class distributions, stored as log-probabilities
 `log_y: [..., K]` (NHWC: `[B, H, W, K]`); a sampled layout is a log one-hot whose
 zeros are floored at `LOG_ZERO`. Time is an integer step k = 0..T-1.
 
-Forward process (Hoogeboom et al. 2021; GCDP_NOTES section 2), uniform noise:
+Forward process (Hoogeboom et al. 2021; docs/gcdp.md section 2), uniform noise:
   q(y_k | y_{k-1}) = Cat(a_k y_{k-1} + (1 - a_k) / K)
   q(y_k | y_0)     = Cat(abar_k y_0 + (1 - abar_k) / K),   abar_k = prod_{i<=k} a_i
   q(y_k | y_j)     = Cat(r y_j + (1 - r) / K),             r = abar_k / abar_j, j <= k

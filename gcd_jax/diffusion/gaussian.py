@@ -59,7 +59,7 @@ def renoise(x_s, log_snr_s, log_snr_t, noise):
   x_t = (alpha_t / alpha_s) x_s + std * noise, with
   std^2 = sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2 = sigma_t^2 (1 - SNR_t / SNR_s).
   (The released RePaint code uses std = sigma_t - sigma_s alpha_t / alpha_s,
-  which under-noises by a factor of 4-8; GCDP_NOTES section 4, defect 2.)
+  which under-noises by a factor of 4-8; docs/gcdp.md section 4, item 2.)
   """
   alpha_s, _ = _alpha_sigma(log_snr_s, x_s)
   alpha_t, sigma_t = _alpha_sigma(log_snr_t, x_s)

@@ -2,7 +2,7 @@
 
 A training example draws a step k uniformly from {0, ..., T-1}. The image is
 noised at t = k / T with its log-SNR schedule, the layout at step k with its
-categorical schedule, with independent noise (GCDP_NOTES section 2). Integer
+categorical schedule, with independent noise (docs/gcdp.md section 2). Integer
 steps are used on both sides: the released code floors float times and so uses
 the wrong categorical step about 12% of the time (section 4, defect 1).
 """

@@ -4,7 +4,7 @@ For the Gaussian side alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda), and
 x_t = alpha x_0 + sigma eps. The categorical side reuses the same functions for
 its keep-probability table (see `categorical.make_schedule`).
 
-Schedules (GCDP_NOTES section 2):
+Schedules (docs/gcdp.md sections 1 and 2):
   cosine:    lambda(t) = -log(cos(theta)^-2 - 1),        theta = (t + s) / (1 + s) * pi / 2
   cosine_p:  lambda(t) = -log(cos(theta)^(-2p) - 1)      (p = 1 is `cosine`)
   linear:    lambda(t) = -log(expm1(1e-4 + 10 t^2))

@@ -3,7 +3,7 @@
   tiny        tests only: two levels, 0.2M parameters, compiles in seconds.
   shapes      the embedded toy dataset at 32x32, K = 8, MiniLM text (384): 4.5M
               parameters, 1.1 GFLOPs per forward, sized for training on a laptop CPU.
-  paper_base  the paper's base model (GCDP_NOTES section 3): dim 128, mults (1, 2, 4, 8),
+  paper_base  the paper's base model (docs/gcdp.md section 3): dim 128, mults (1, 2, 4, 8),
               res blocks (2, 4, 8, 8), self- and cross-attention on levels 2-4, 8 heads x
               64, T5-large text (1024), K = 19 (CelebA; use num_classes=20 for Cityscapes),
               in Imagen's memory-efficient layout as the released code.
@@ -53,7 +53,7 @@ def shapes() -> UNetConfig:
 
 
 def paper_base() -> UNetConfig:
-  """GCDP base model (128x128 CelebA / 128x256 Cityscapes), GCDP_NOTES section 3.
+  """GCDP base model (128x128 CelebA / 128x256 Cityscapes), docs/gcdp.md section 3.
 
   As released (BaseJointUnet with the overrides of train.py): Imagen's
   memory-efficient layout (levels at 64, 32, 16, 8 for a 128x128 input),

@@ -14,7 +14,7 @@ def test_every_preset_builds_parameters(name):
 
 
 def test_paper_base_matches_the_paper():
-  cfg = presets.paper_base()  # GCDP_NOTES section 3
+  cfg = presets.paper_base()  # docs/gcdp.md section 3
   assert (cfg.dim, cfg.channel_mults, cfg.num_res_blocks) == (128, (1, 2, 4, 8), (2, 4, 8, 8))
   assert cfg.self_attention == cfg.cross_attention == (False, True, True, True)
   assert (cfg.num_heads, cfg.head_dim, cfg.text_dim, cfg.num_classes) == (8, 64, 1024, 19)

@@ -48,7 +48,7 @@ from gcd_jax.data.features import LayoutClasses, make_features
 
 _MODULE_DOC = __doc__
 
-# Class id = index; 0 is background. The order of GCDP_NOTES section 5 and of
+# Class id = index; 0 is background. The order of docs/gcdp.md section 5 and of
 # CelebAMask-HQ's g_mask.py label list (shifted by one for background).
 PARTS = ("skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
          "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
