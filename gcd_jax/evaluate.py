@@ -133,12 +133,12 @@ class Evaluation:
     cached = suite.read_point(directory, key)
     samples = suite.read_samples(directory, self.context.judges) if cached is not None else None
     t = time.time()
-    t_sample = 0.0
+    t_sample, batch_seconds = 0.0, []
     if samples is None:
       cached = None  # records without their samples are not reused
       images, layouts = suite.generate(
           lambda caps, seed: self.run.sample(caps, seed=seed, cfg=cfg), self.reference.captions,
-          a.batch_size, a.seed, desc=f"g={cfg.guidance_image:g} sampling")
+          a.batch_size, a.seed, desc=f"g={cfg.guidance_image:g} sampling", batch_seconds=batch_seconds)
       samples = base.Samples(images, layouts, self.context.judges)
       suite.write_samples(directory, samples)
       t_sample = time.time() - t
@@ -157,8 +157,12 @@ class Evaluation:
     stored.update(common)
     if result["computed"] or cached is None:
       stored.setdefault("seconds", {})
-      stored["seconds"] = {"sampling": t_sample or stored["seconds"].get("sampling", 0.0),
-                           "total": time.time() - t}
+      seconds = {"sampling": t_sample, "total": time.time() - t}
+      if len(batch_seconds) > 1:
+        # Without the first batch (the compile): the sampler's own cost.
+        seconds["per_sample_steady"] = float(np.median(batch_seconds[1:])) / a.batch_size
+        seconds["first_batch"] = batch_seconds[0]
+      stored["seconds"] = seconds if t_sample else {**stored["seconds"], "total": seconds["total"]}
       fileio.atomic_write_text(directory / "metrics.json", json.dumps(stored, indent=1))
     record = {**common, "metrics": result["metrics"], "intervals": result["intervals"],
               "judges": result["judges"], "seconds": stored.get("seconds", {}),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 from collections.abc import Callable, Sequence
 
@@ -113,13 +114,16 @@ SampleFn = Callable[[list[str], int], dict]
 
 
 def generate(sample_fn: SampleFn, captions: Sequence[str], batch_size: int, seed: int,
-             desc: str = "sampling", progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+             desc: str = "sampling", progress: bool = True,
+             batch_seconds: list[float] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
   """One sample per caption: (images [N, H, W, 3] uint8, layouts [N, H, W] or None).
 
   `sample_fn(captions, seed)` samples a batch. The last batch is padded to the
   batch size, so one compiled program serves every batch; batch b uses seed
-  `seed * 1_000_003 + b * batch_size`.
+  `seed * 1_000_003 + b * batch_size`. `batch_seconds`, when given, receives
+  each batch's wall time (the first includes the compile).
   """
+  import time  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
   n = len(captions)
   images, layouts = [], []
@@ -127,10 +131,13 @@ def generate(sample_fn: SampleFn, captions: Sequence[str], batch_size: int, seed
     for start in range(0, n, batch_size):
       caps = list(captions[start:start + batch_size])
       caps = caps + [caps[-1]] * (batch_size - len(caps))
+      t = time.perf_counter()
       out = sample_fn(caps, seed * 1_000_003 + start)
       images.append(visualize.to_uint8(out["image"]))
       if out.get("layout") is not None:
         layouts.append(np.asarray(out["layout"]))
+      if batch_seconds is not None:
+        batch_seconds.append(time.perf_counter() - t)
       bar.update(min(batch_size, n - start))
   return (np.concatenate(images)[:n], np.concatenate(layouts)[:n] if layouts else None)
 
@@ -139,9 +146,20 @@ def generate(sample_fn: SampleFn, captions: Sequence[str], batch_size: int, seed
 
 
 def compute_identity(model_config) -> str:
-  """The backend and resolved compute dtype: the same seeds give other samples elsewhere."""
+  """What picks the kernels: the same seeds give other samples elsewhere.
+
+  The backend, the resolved compute dtype, the jaxlib version and a digest of
+  XLA_FLAGS (our XLA:CPU defaults, gcd_jax/xla_defaults.py, move convolutions
+  to other kernels: samples then differ in the last bits, and a cached point of
+  the other kernels is not these samples).
+  """
   import jax  # pylint: disable=g-import-not-at-top
-  return f"{jax.default_backend()}-{model_config.compute_dtype.name}"
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  ident = f"{jax.default_backend()}-{model_config.compute_dtype.name}-jaxlib{jaxlib.__version__}"
+  flags = " ".join(sorted(os.environ.get("XLA_FLAGS", "").split()))
+  if flags:
+    ident += "-xla" + hashlib.sha256(flags.encode()).hexdigest()[:8]
+  return ident
 
 
 def point_key(*, checkpoint: str, step: int, sampler: dict, num_samples: int, seed: int,

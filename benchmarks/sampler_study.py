@@ -1,0 +1,99 @@
+"""Samplers at equal quality: steps against quality and time on a trained run.
+
+  python benchmarks/sampler_study.py --workdir workdirs/shapes --segnet SEGNET \
+      --out docs/results/sampler_study [--num-samples 1000] [--guidance 2]
+
+Every candidate samples the same N test captions from the same seeds (one
+`python -m gcd_jax.evaluate` point each, cached in the run's eval/ directory, so
+an interrupted study resumes where it stopped) and is scored by the same judges:
+the exact oracle reads the generated image (semantic recall, attribute
+accuracy), the segnet gives the features of fd_seg and the FSDs. The baseline is
+100 ancestral (DDPM) steps, the released sampler. A candidate matches it when
+each quality metric lies inside the baseline's 95% bootstrap interval; its time
+is its median wall time per batch after the first (the compile) over the
+baseline's, measured one after another in this process (run nothing else
+meanwhile).
+
+Writes OUT/study.json (every record) and OUT/study.md (the table).
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+from gcd_jax import evaluate
+from gcd_jax import fileio
+
+BASELINE = ("ddpm", 100)
+CANDIDATES = (("dpm2m", 25), ("dpm2m", 20), ("dpm2m", 15), ("dpm2m", 10),
+              ("ddim", 25), ("ddpm", 25), ("ddpm", 50))
+QUALITY = (("semantic_recall", "higher"), ("attribute_accuracy", "higher"),
+           ("fd_seg", "lower"), ("image_fsd", "lower"), ("fsd", "lower"))
+
+
+def point(args, method: str, steps: int) -> dict:
+  argv = ["--workdir", args.workdir, "--num-samples", str(args.num_samples), "--guidance",
+          str(args.guidance), "--steps", str(steps), "--method", method, "--seed", str(args.seed),
+          "--batch-size", str(args.batch_size), "--metrics", args.metrics]
+  if args.segnet:
+    argv += ["--segnet", args.segnet]
+  record = evaluate.run(evaluate.parse_args(argv))[0]
+  return {"method": method, "steps": steps, "metrics": record["metrics"],
+          "intervals": record["intervals"], "seconds": record["seconds"],
+          "sampler": record["sampler"], "key": record["key"]}
+
+
+def table(base: dict, rows: list[dict], n: int) -> str:
+  head = ("| sampler | steps | s / sample | time vs DDPM-100 | "
+          + " | ".join(k for k, _ in QUALITY) + " | matches DDPM-100 |")
+  lines = [head, "|---" * (len(QUALITY) + 5) + "|"]
+  def per_sample(r):
+    return r["seconds"].get("per_sample_steady", r["seconds"]["sampling"] / n)
+  t_base = per_sample(base)
+  for r in [base] + rows:
+    cells, ok = [], True
+    for k, _ in QUALITY:
+      v = r["metrics"].get(k)
+      if v is None:
+        cells.append("")
+        continue
+      lo, hi = base["intervals"].get(k, (float("nan"), float("nan")))
+      inside = lo <= v <= hi
+      ok &= inside
+      cells.append(f"{v:.4f}" + ("" if inside else " (out)")
+                   + (f" [{lo:.4f}, {hi:.4f}]" if r is base else ""))
+    t = per_sample(r)
+    lines.append(f"| {r['method']} | {r['steps']} | {t:.3f} | {t / t_base:.2f}x | "
+                 + " | ".join(cells) + f" | {'baseline' if r is base else ('yes' if ok else 'no')} |")
+  return "\n".join(lines) + "\n"
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--segnet", default=None)
+  p.add_argument("--out", required=True)
+  p.add_argument("--num-samples", type=int, default=1000)
+  p.add_argument("--guidance", type=float, default=2.0)
+  p.add_argument("--batch-size", type=int, default=50)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--metrics", default="correspondence,image_fsd,fsd,fd_seg")
+  p.add_argument("--candidates", default=",".join(f"{m}:{s}" for m, s in CANDIDATES),
+                 help="method:steps,... to compare with 100 ancestral steps")
+  args = p.parse_args()
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  base = point(args, *BASELINE)
+  rows = []
+  for item in args.candidates.split(","):
+    method, steps = item.split(":")
+    rows.append(point(args, method, int(steps)))
+    fileio.atomic_write_text(out / "study.json", json.dumps({"baseline": base, "candidates": rows},
+                                                            indent=1))
+    fileio.atomic_write_text(out / "study.md", table(base, rows, args.num_samples))
+    print(table(base, rows, args.num_samples), file=sys.stderr)
+
+
+if __name__ == "__main__":
+  main()
