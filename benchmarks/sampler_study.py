@@ -25,29 +25,31 @@ import sys
 from gcd_jax import evaluate
 from gcd_jax import fileio
 
-BASELINE = ("ddpm", 100)
-CANDIDATES = (("dpm2m", 25), ("dpm2m", 20), ("dpm2m", 15), ("dpm2m", 10),
-              ("ddim", 25), ("ddpm", 25), ("ddpm", 50))
+BASELINE = ("ddpm", 100, 0.0)
+# (method, steps, eta): dpm2m with eta 0 is the ODE solver, with eta 1 the SDE one.
+CANDIDATES = (("dpm2m", 25, 1.0), ("ddpm", 25, 0.0), ("dpm2m", 20, 1.0), ("dpm2m", 25, 0.0),
+              ("dpm2m", 20, 0.0), ("ddim", 25, 0.0), ("dpm2m", 15, 1.0))
 QUALITY = (("semantic_recall", "higher"), ("attribute_accuracy", "higher"),
            ("fd_seg", "lower"), ("image_fsd", "lower"), ("fsd", "lower"))
 
 
-def point(args, method: str, steps: int) -> dict:
+def point(args, method: str, steps: int, eta: float) -> dict:
   argv = ["--workdir", args.workdir, "--num-samples", str(args.num_samples), "--guidance",
-          str(args.guidance), "--steps", str(steps), "--method", method, "--seed", str(args.seed),
+          str(args.guidance), "--steps", str(steps), "--method", method, "--eta", str(eta),
+          "--seed", str(args.seed),
           "--batch-size", str(args.batch_size), "--metrics", args.metrics]
   if args.segnet:
     argv += ["--segnet", args.segnet]
   record = evaluate.run(evaluate.parse_args(argv))[0]
-  return {"method": method, "steps": steps, "metrics": record["metrics"],
+  return {"method": method, "steps": steps, "eta": eta, "metrics": record["metrics"],
           "intervals": record["intervals"], "seconds": record["seconds"],
           "sampler": record["sampler"], "key": record["key"]}
 
 
 def table(base: dict, rows: list[dict], n: int) -> str:
-  head = ("| sampler | steps | s / sample | time vs DDPM-100 | "
+  head = ("| sampler | eta | steps | s / sample | time vs DDPM-100 | "
           + " | ".join(k for k, _ in QUALITY) + " | matches DDPM-100 |")
-  lines = [head, "|---" * (len(QUALITY) + 5) + "|"]
+  lines = [head, "|---" * (len(QUALITY) + 6) + "|"]
   def per_sample(r):
     return r["seconds"].get("per_sample_steady", r["seconds"]["sampling"] / n)
   t_base = per_sample(base)
@@ -64,7 +66,7 @@ def table(base: dict, rows: list[dict], n: int) -> str:
       cells.append(f"{v:.4f}" + ("" if inside else " (out)")
                    + (f" [{lo:.4f}, {hi:.4f}]" if r is base else ""))
     t = per_sample(r)
-    lines.append(f"| {r['method']} | {r['steps']} | {t:.3f} | {t / t_base:.2f}x | "
+    lines.append(f"| {r['method']} | {r['eta']:g} | {r['steps']} | {t:.3f} | {t / t_base:.2f}x | "
                  + " | ".join(cells) + f" | {'baseline' if r is base else ('yes' if ok else 'no')} |")
   return "\n".join(lines) + "\n"
 
@@ -79,16 +81,16 @@ def main():
   p.add_argument("--batch-size", type=int, default=50)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--metrics", default="correspondence,image_fsd,fsd,fd_seg")
-  p.add_argument("--candidates", default=",".join(f"{m}:{s}" for m, s in CANDIDATES),
-                 help="method:steps,... to compare with 100 ancestral steps")
+  p.add_argument("--candidates", default=",".join(f"{m}:{s}:{e:g}" for m, s, e in CANDIDATES),
+                 help="method:steps:eta,... to compare with 100 ancestral steps")
   args = p.parse_args()
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   base = point(args, *BASELINE)
   rows = []
   for item in args.candidates.split(","):
-    method, steps = item.split(":")
-    rows.append(point(args, method, int(steps)))
+    method, steps, eta = item.split(":")
+    rows.append(point(args, method, int(steps), float(eta)))
     fileio.atomic_write_text(out / "study.json", json.dumps({"baseline": base, "candidates": rows},
                                                             indent=1))
     fileio.atomic_write_text(out / "study.md", table(base, rows, args.num_samples))

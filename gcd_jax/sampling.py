@@ -5,8 +5,9 @@ g = [T-1, ..., 0] out of the T training steps, inside one `lax.scan`: no host
 round trip per step. Between grid steps k > j:
   image   ancestral DDPM: x_j ~ q(x_j | x_k, x0_hat) (any j < k, VDM form),
           DDIM with eta (0: deterministic), or DPM-Solver++(2M) (`dpm2m`: a
-          second-order multistep solver of the probability-flow ODE in log-SNR,
-          deterministic, for few steps);
+          second-order multistep solver in log-SNR, for few steps; eta = 0
+          solves the probability-flow ODE, eta = 1 the reverse SDE, whose
+          first-order step is the ancestral one);
   layout  y_j ~ q(y_j | y_k, y0_hat), the exact categorical posterior from the
           core for non-adjacent steps (never a float-time floor).
 At the last grid step (k = 0) the outputs are x0_hat and the argmax (or a
@@ -48,7 +49,7 @@ class SamplerConfig:
 
   steps: int = 100
   method: str = "ddpm"  # ddpm | ddim | dpm2m
-  eta: float = 0.0  # DDIM noise (0: deterministic; 1: DDPM's posterior variance)
+  eta: float = 0.0  # ddim / dpm2m noise (0: deterministic; 1: the ancestral step's variance)
   guidance_image: float = 3.0
   guidance_layout: float = 3.0
   layout_guidance: str = "logits"  # logits | posterior
@@ -227,9 +228,10 @@ def make_sampler(apply_fn: ApplyFn, sched: joint.JointSchedule, cfg: SamplerConf
                                cfg.layout_guidance, cfg.guidance_layout)
 
   def image_step(key, x, x0_hat, lam_k, lam_j, x0_prev, h_ratio):
-    if cfg.method == "dpm2m":
-      return gaussian.dpm_solver_2m_step(x, x0_hat, x0_prev, lam_k, lam_j, h_ratio)
     noise = jax.random.normal(key, x.shape)
+    if cfg.method == "dpm2m":
+      return gaussian.dpm_solver_2m_step(x, x0_hat, x0_prev, lam_k, lam_j, h_ratio,
+                                         cfg.eta, noise if cfg.eta else None)
     if cfg.method == "ddim":
       return gaussian.ddim_step(x, x0_hat, lam_k, lam_j, cfg.eta, noise)
     mean, var = gaussian.posterior(x0_hat, x, lam_k, lam_j)

@@ -249,3 +249,41 @@ def test_dpm2m_refuses_known_regions(sched, data):
   sample = sampling.make_sampler(_oracle(x0, y0), sched, cfg, height=H, width=W)
   with pytest.raises(ValueError, match="dpm2m"):
     sample(None, jax.random.PRNGKey(0), *_text(), known={"image": x0, "image_mask": jnp.ones((B, H, W), bool)})
+
+
+def test_sde_dpm_solver_first_order_step_is_the_ancestral_step():
+  """eta = 1 with no history (h_ratio 0): exactly a draw from q(x_s | x_t, x0_hat)."""
+  k = jax.random.split(jax.random.PRNGKey(5), 3)
+  x_t = jax.random.normal(k[0], (3, 4, 4, 3))
+  x0 = jnp.tanh(jax.random.normal(k[1], (3, 4, 4, 3)))
+  noise = jax.random.normal(k[2], (3, 4, 4, 3))
+  lam_t, lam_s = jnp.array([-3.0, 0.0, 2.0]), jnp.array([-1.0, 0.5, 6.0])
+  got = gaussian.dpm_solver_2m_step(x_t, x0, jnp.zeros_like(x0), lam_t, lam_s, jnp.zeros(3), 1.0, noise)
+  mean, var = gaussian.posterior(x0, x_t, lam_t, lam_s)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(mean + jnp.sqrt(var) * noise), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="noise"):
+    gaussian.dpm_solver_2m_step(x_t, x0, x0, lam_t, lam_s, jnp.zeros(3), 1.0)
+
+
+def test_sde_dpm_solver_2m_samples_gaussian_data_closer_than_ancestral_steps():
+  """Gaussian data N(0, 0.15^2) with its exact denoiser: the output's spread must be
+  that of x0_hat at step 0 in closed form. Monte Carlo over 49,152 values (standard
+  error of the spread ratio ~0.3%). Measured: ancestral 0.76 / 0.92 of the target at
+  25 / 100 steps, SDE-DPM-Solver++(2M) 0.90 / 1.015."""
+  std = 0.15
+  image_only = joint.make_schedule(1000, 0)
+  lam0 = float(image_only.image_log_snr[0])
+  a2 = 1 / (1 + np.exp(-lam0))
+  target = np.sqrt(a2 * std**4 / (a2 * std**2 + 1 - a2))
+  ratio = {}
+  for method, eta in (("ddpm", 0.0), ("dpm2m", 1.0)):
+    for steps in (25, 100):
+      cfg = sampling.SamplerConfig(steps=steps, method=method, eta=eta, guidance_image=1.0,
+                                   guidance_layout=1.0, threshold=0.0)
+      sample = sampling.make_sampler(_gaussian_data_denoiser(std), image_only, cfg, height=16, width=16,
+                                     prediction="x0")
+      out = np.asarray(sample(None, jax.random.PRNGKey(0), *_text(64))["image"], np.float64)
+      ratio[method, steps] = out.std() / target
+  assert abs(ratio["dpm2m", 100] - 1) < 0.03, ratio
+  for steps in (25, 100):
+    assert abs(ratio["dpm2m", steps] - 1) < abs(ratio["ddpm", steps] - 1) - 0.05, ratio

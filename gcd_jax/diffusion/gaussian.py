@@ -83,17 +83,22 @@ def ddim_step(x_t, x0_hat, log_snr_t, log_snr_s, eta, noise):
   return alpha_s * x0_hat + direction * eps + jnp.sqrt(noise_var) * noise
 
 
-def dpm_solver_2m_step(x_t, x0_hat, x0_prev, log_snr_t, log_snr_s, h_ratio):
+def dpm_solver_2m_step(x_t, x0_hat, x0_prev, log_snr_t, log_snr_s, h_ratio, eta=0.0, noise=None):
   """DPM-Solver++(2M) (Lu et al. 2022) from t to s < t with data predictions.
 
   In half-log-SNR l = lambda / 2, with h = l_s - l_t:
 
-    x_s = (sigma_s / sigma_t) x_t - alpha_s expm1(-h) D,
-    D = (1 + 1 / (2 r)) x0_hat - 1 / (2 r) x0_prev,   r = h_prev / h,
+    x_s = (sigma_s / sigma_t) e^(-eta h) x_t + alpha_s (1 - e^(-(1 + eta) h)) D
+          + sigma_s sqrt(1 - e^(-2 eta h)) z,
+    D = (1 + 1 / (2 r)) x0_hat - 1 / (2 r) x0_prev,   r = h_prev / h.
 
-  the exact solution of the probability-flow ODE when the data prediction is
-  linear in l across the two steps. `h_ratio` = 1 / (2 r) per example ([B]);
-  0 gives the first-order step (DDIM with eta = 0), used at the first step.
+  eta = 0 is the ODE solver: the exact solution of the probability-flow ODE when
+  the data prediction is linear in l across the two steps. eta = 1 is its SDE
+  form (SDE-DPM-Solver++(2M), the "midpoint" variant of k-diffusion): with
+  D = x0_hat it is exactly the ancestral step, a draw from q(x_s | x_t, x0_hat).
+  `h_ratio` = 1 / (2 r) per example ([B]); 0 gives the first-order step (DDIM
+  with eta = 0, or the ancestral step), used at the first step. `noise` (z) is
+  needed when eta > 0.
   """
   alpha_s, sigma_s = _alpha_sigma(log_snr_s, x_t)
   _, sigma_t = _alpha_sigma(log_snr_t, x_t)
@@ -102,7 +107,14 @@ def dpm_solver_2m_step(x_t, x0_hat, x0_prev, log_snr_t, log_snr_s, h_ratio):
   c = jnp.asarray(h_ratio, x_t.dtype)
   c = c.reshape(c.shape + (1,) * (x_t.ndim - c.ndim))
   d = (1 + c) * x0_hat - c * x0_prev
-  return (sigma_s / sigma_t) * x_t - alpha_s * jnp.expm1(-h) * d
+  eta = float(eta)
+  if eta == 0.0:
+    return (sigma_s / sigma_t) * x_t - alpha_s * jnp.expm1(-h) * d
+  if noise is None:
+    raise ValueError("dpm_solver_2m_step: eta > 0 needs noise")
+  out = ((sigma_s / sigma_t) * jnp.exp(-eta * h) * x_t
+         - alpha_s * jnp.expm1(-(1 + eta) * h) * d)
+  return out + sigma_s * jnp.sqrt(-jnp.expm1(-2 * eta * h)) * noise
 
 
 # Conversions between the three parameterisations of the network's output.
