@@ -51,11 +51,10 @@ def get_config():
   c.train.checkpoint_every = 200
   c.train.sample_every = 400
   # Image- and layout-side correspondence, FSD and mIoU on 100 test captions
-  # (25 sampling steps) next to the losses in TensorBoard.
+  # (the default sampler) next to the losses in TensorBoard.
   c.train.eval_every = 400
   c.eval.num_samples = 100
-  c.eval.steps = 25
-  c.sample.steps = 50
+  c.sample.repaint_steps = 50  # outpainting (ddpm + RePaint); text -> both: the default dpm2m, 25 steps
   c.sample.guidance_image = 2.0
   c.sample.guidance_layout = 2.0
   c.sample.captions = (

@@ -168,7 +168,7 @@ def run(args) -> dict:
   overrides["resample"] = args.resample or (5 if "layout" in known else 1)
   if "steps" in overrides and not 1 <= overrides["steps"] <= r.sched.num_steps:
     raise InputError(f"--steps {overrides['steps']} not in [1, {r.sched.num_steps}]")
-  cfg = sampling.SamplerConfig.from_config(r.config.sample, **overrides)
+  cfg = sampling.SamplerConfig.from_config(r.config.sample, known=bool(known), **overrides)
 
   jobs = [(c, args.seed + i) for c in captions for i in range(args.num)]
   out_dir = pathlib.Path(args.out)

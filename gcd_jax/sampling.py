@@ -73,11 +73,19 @@ class SamplerConfig:
     return self.guidance_image != 1.0 or self.guidance_layout != 1.0
 
   @classmethod
-  def from_config(cls, c, **overrides) -> "SamplerConfig":
-    """From the `sample` group of an experiment config."""
+  def from_config(cls, c, known: bool = False, **overrides) -> "SamplerConfig":
+    """From the `sample` group of an experiment config.
+
+    known=True (outpainting or inpainting: RePaint) takes the method and steps
+    from `repaint_method` / `repaint_steps`, since a multistep solver cannot
+    replace known regions between its steps. Configs saved before those keys
+    existed keep their own method and steps.
+    """
     kw = dict(steps=c.steps, method=c.method, eta=c.eta, guidance_image=c.guidance_image,
               guidance_layout=c.guidance_layout, layout_guidance=c.layout_guidance,
               threshold=c.threshold, final_layout=c.final_layout)
+    if known and "repaint_method" in c:
+      kw.update(method=c.repaint_method, steps=c.repaint_steps, eta=0.0)
     kw.update(overrides)
     return cls(**kw)
 

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -287,3 +288,16 @@ def test_sde_dpm_solver_2m_samples_gaussian_data_closer_than_ancestral_steps():
   assert abs(ratio["dpm2m", 100] - 1) < 0.03, ratio
   for steps in (25, 100):
     assert abs(ratio["dpm2m", steps] - 1) < abs(ratio["ddpm", steps] - 1) - 0.05, ratio
+
+
+def test_sampler_config_takes_repaint_method_and_steps_for_known_regions():
+  from gcd_jax import config_base  # pylint: disable=g-import-not-at-top
+  c = config_base.base_config().sample
+  plain = sampling.SamplerConfig.from_config(c)
+  assert (plain.method, plain.steps, plain.eta) == (c.method, c.steps, c.eta)
+  rp = sampling.SamplerConfig.from_config(c, known=True)
+  assert (rp.method, rp.steps, rp.eta) == (c.repaint_method, c.repaint_steps, 0.0)
+  assert sampling.SamplerConfig.from_config(c, known=True, steps=7).steps == 7  # flags win
+  old = ml_collections.ConfigDict({k: v for k, v in c.items()
+                                   if k not in ("repaint_method", "repaint_steps")})
+  assert sampling.SamplerConfig.from_config(old, known=True).method == c.method  # saved before the keys
