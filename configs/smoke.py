@@ -30,7 +30,7 @@ def get_config():
   c.train.eval_every = 50  # the registered evaluators on 16 test captions
   c.eval.num_samples = 16
   c.eval.batch_size = 8
-  c.sample.steps = 10
+  c.sample.steps = c.sample.repaint_steps = 10
   c.sample.num = 4
   c.sample.captions = ("A red ball.", "Two blue sticks.", "A small green triangle.", "A teal ring.")
   return c

@@ -71,7 +71,7 @@ def tiny_run_dir(scenes_data_dir, tmp_path_factory):
   """A workdir with a 2-step tiny run (sampling: 4 steps), for sampling and evaluation tests."""
   from gcd_jax import train  # pylint: disable=g-import-not-at-top
   config = tiny_config(scenes_data_dir, num_steps=2)
-  config.sample.steps = 4
+  config.sample.steps = config.sample.repaint_steps = 4
   workdir = tmp_path_factory.mktemp("tiny_run")
   train.train_and_evaluate(config, str(workdir))
   return workdir
@@ -85,7 +85,7 @@ def tiny_image_only_run_dir(scenes_data_dir, tmp_path_factory):
   config.model.num_classes = 0
   config.text.encoder = "scratch"
   config.text.max_length = 24
-  config.sample.steps = 4
+  config.sample.steps = config.sample.repaint_steps = 4
   workdir = tmp_path_factory.mktemp("tiny_image_only_run")
   state = train.train_and_evaluate(config, str(workdir))
   return workdir, state
