@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pathlib
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -123,7 +124,6 @@ def generate(sample_fn: SampleFn, captions: Sequence[str], batch_size: int, seed
   `seed * 1_000_003 + b * batch_size`. `batch_seconds`, when given, receives
   each batch's wall time (the first includes the compile).
   """
-  import time  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
   n = len(captions)
   images, layouts = [], []
