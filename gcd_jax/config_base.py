@@ -20,6 +20,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.config = "32"  # the TFDS builder config
   c.data.data_dir = ""  # where prepared datasets live ("" = TFDS default, ~/tensorflow_datasets)
   c.data.train_split = "train"
+  # Captions scarce, layouts plentiful: "" gives every training example its
+  # caption; a prefix of train_split (e.g. "train_25" with train_split "train")
+  # keeps the captions of that prefix only, and the other examples always train
+  # with the null caption (images and layouts still used).
+  c.data.captioned_split = ""
   c.data.eval_split = "test"
   c.data.height = 32
   c.data.width = 32

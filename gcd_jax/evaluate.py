@@ -80,6 +80,9 @@ def parse_args(argv=None):
   p.add_argument("--clip", default=None, help="local Hugging Face CLIP checkpoint dir (enables CLIP score)")
   p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamplings (0: no intervals)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--json", default=None,
+                 help="also write the records of every point (metrics, intervals, sampler, key, "
+                      "directory of the stored samples) to this JSON file")
   return p.parse_args(argv)
 
 
@@ -244,10 +247,10 @@ def run(args) -> list[dict]:
     cfg = ev.sampler_config(g)
     t = time.time()
     record = ev.point(cfg)
+    record["directory"] = record.pop("_dir")
     if record.pop("_reused"):
-      print(f"g={g:g}: already evaluated ({record.pop('_dir')})", file=sys.stderr)
+      print(f"g={g:g}: already evaluated ({record['directory']})", file=sys.stderr)
     else:
-      record.pop("_dir")
       writer.write_scalars(ev.run.step, {f"g={g:g}/{k}": v for k, v in record["metrics"].items()})
       print(f"g={g:g}: " + ", ".join(f"{k} {_fmt(record, k)}" for k in record["metrics"])
             + f" ({time.time() - t:.0f} s)", file=sys.stderr)
@@ -257,6 +260,8 @@ def run(args) -> list[dict]:
     fileio.atomic_write_text(ev.root / "sweep.md", sweep_table(points))
     sweep_plot(points, ev.root / "sweep.png")
     print(f"Wrote {ev.root / 'sweep.md'} and {ev.root / 'sweep.png'}", file=sys.stderr)
+  if args.json:
+    fileio.atomic_write_text(pathlib.Path(args.json), json.dumps(points, indent=1))
   return points
 
 

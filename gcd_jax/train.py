@@ -86,7 +86,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  data_dir=config.data.data_dir or None)
   train_iter = pipeline.make_train_iterator(
       run_lib.dataset_name(config), split=config.data.train_split, flip=config.data.flip,
-      num_workers=config.data.num_workers, **data_kw)
+      num_workers=config.data.num_workers, captioned_split=config.data.captioned_split, **data_kw)
   classes = pipeline.layout_classes(run_lib.dataset_name(config), config.data.data_dir or None)
   if config.model.num_classes and classes.num_classes != config.model.num_classes:
     raise ValueError(f"config.model.num_classes={config.model.num_classes} but dataset "
@@ -96,7 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # or a scratch encoder's tokenizer (before the model: it sets the vocabulary size).
   text = text_conditioning.make_text(
       config, workdir, lambda: pipeline.split_captions(
-          run_lib.dataset_name(config), config.data.train_split, config.data.data_dir or None))
+          run_lib.dataset_name(config), config.data.captioned_split or config.data.train_split,
+          config.data.data_dir or None))
 
   # Model, schedules and a sharded initial state.
   model = train_lib.make_model(config)
@@ -162,6 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     arrays = {"image": batch["image"], "text": tokens, "text_mask": mask}
     if config.model.num_classes:
       arrays["layout"] = batch["layout"]
+    if "captioned" in batch:
+      arrays["captioned"] = batch["captioned"]
     return sharding.global_batch(mesh, arrays)
 
   def save(step, force=False):

@@ -195,6 +195,8 @@ def make_train_step(config, model, sched: joint.JointSchedule, ignore_id: int | 
     y_t = jnp.argmax(log_yk, axis=-1).astype(jnp.int32) if has_layout else None
     lam = joint.image_log_snr(sched, k)
     drop_text = jax.random.bernoulli(k_drop, caption_dropout, (bsz,))
+    if "captioned" in batch:  # config.data.captioned_split: the others have no caption
+      drop_text = drop_text | ~batch["captioned"]
 
     # Self-conditioning (Chen et al. 2022): half of the steps first predict
     # without it and feed the (gradient-stopped) estimates back in.

@@ -61,6 +61,7 @@ def tiny_config(data_dir, **train_overrides):
   c.train.log_every = 2
   c.train.checkpoint_every = 2
   c.train.sample_every = 0
+  c.train.eval_every = 0  # (shapes evaluates 100 samples at the last step; test_main_end_to_end covers it)
   c.mesh.data = 1  # one device: the 1-vs-8 test covers sharding, and this compiles fastest
   c.train.update(train_overrides)
   return c

@@ -277,10 +277,14 @@ class BatchTransform:
     seed: seed of the flip and caption choices.
     resample: image filter, "lanczos" (default), "box" (area) or "bilinear".
     word_swap: caption word -> word after a flip (`word_swap_table`).
+    captioned: (split size n, m): the batch also holds "captioned" [B] bool,
+      True for the examples whose index in the split (key % n) is below m;
+      None: no such entry.
   """
 
   def __init__(self, image_size: tuple[int, int], flip: bool, flip_table: np.ndarray,
-               seed: int, resample: str = "lanczos", word_swap: dict[str, str] | None = None):
+               seed: int, resample: str = "lanczos", word_swap: dict[str, str] | None = None,
+               captioned: tuple[int, int] | None = None):
     if resample not in _RESAMPLE:
       raise ValueError(f"resample {resample!r} not one of {sorted(_RESAMPLE)}.")
     self.image_size = tuple(int(v) for v in image_size)
@@ -289,6 +293,7 @@ class BatchTransform:
     self.seed = seed
     self.resample = resample
     self.word_swap = dict(word_swap or {})
+    self.captioned = None if captioned is None else (int(captioned[0]), int(captioned[1]))
 
   def __call__(self, items: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, np.ndarray]:
     b = len(items)
@@ -316,9 +321,13 @@ class BatchTransform:
       if flipped[i]:
         captions[i] = flip_caption(captions[i], self.word_swap)
       ids[i] = _to_str(ex["id"])
+    out = {"image": images, "layout": layouts, "caption": captions, "id": ids}
+    if self.captioned is not None:
+      n, m = self.captioned
+      out["captioned"] = np.asarray([k % n < m for k, _ in items], bool)
     # Still uint8: 4x less to send from worker processes; `to_model_dtypes`
     # converts after the prefetch stage.
-    return {"image": images, "layout": layouts, "caption": captions, "id": ids}
+    return out
 
 
 def to_model_dtypes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -372,7 +381,7 @@ def make_dataset(name: str, *, split: str, image_size: tuple[int, int], batch_si
                  num_epochs: int | None = None, drop_remainder: bool | None = None,
                  process_index: int = 0,
                  process_count: int = 1, data_dir: str | None = None,
-                 resample: str = "lanczos") -> grain.MapDataset:
+                 resample: str = "lanczos", captioned_split: str = "") -> grain.MapDataset:
   """The batched MapDataset behind the iterators (random access: ds[i] = batch i).
 
   Its batches hold uint8 images [B, H, W, 3] and uint8 layouts [B, H, W]; the
@@ -392,12 +401,16 @@ def make_dataset(name: str, *, split: str, image_size: tuple[int, int], batch_si
       defaults to `train`, so that every training batch has the same shape.
     process_index, process_count: this process' shard (jax.process_index() and
       jax.process_count() in a multi-host run).
+    captioned_split: "" or a prefix of `split` ("train_25" of "train"): the
+      batches hold "captioned" [B] bool, True for the examples of that prefix
+      (see `captioned_count`).
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   source, builder = data_source(name, split, data_dir)
   classes = layout_classes(builder)
   n = len(source)
+  captioned = (n, captioned_count(name, split, captioned_split, data_dir, source)) if captioned_split else None
   # The key of an example is its index in the split plus epoch * n (grain passes
   # indices past the end of an epoch through every stage), so flips and captions
   # differ between epochs and do not depend on sharding.
@@ -414,8 +427,29 @@ def make_dataset(name: str, *, split: str, image_size: tuple[int, int], batch_si
     if not flip:
       logging.warning("%s", why)
   transform = BatchTransform(image_size, flip, classes.flip_table(), seed, resample,
-                             word_swap_table(classes.flip_words))
+                             word_swap_table(classes.flip_words), captioned)
   return ds.map(transform)
+
+
+def captioned_count(name: str, split: str, captioned_split: str, data_dir: str | None = None,
+                    source=None) -> int:
+  """The size m of `captioned_split`, checked to be the first m examples of `split`.
+
+  Raises ValueError (naming both splits) if it is larger than `split` or not
+  its prefix, compared by example id at its first and last index.
+  """
+  if source is None:
+    source, _ = data_source(name, split, data_dir)
+  sub, _ = data_source(name, captioned_split, data_dir)
+  n, m = len(source), len(sub)
+  where = f"Dataset {name!r}: captioned_split {captioned_split!r} ({m} examples)"
+  if not 0 < m <= n:
+    raise ValueError(f"{where} is not a non-empty part of split {split!r} ({n} examples).")
+  for i in sorted({0, m - 1}):
+    if _to_str(sub[i]["id"]) != _to_str(source[i]["id"]):
+      raise ValueError(f"{where} is not a prefix of split {split!r}: example {i} is "
+                       f"{_to_str(sub[i]['id'])!r} there and {_to_str(source[i]['id'])!r} in {split!r}.")
+  return m
 
 
 def make_train_iterator(name: str, *, image_size: tuple[int, int], batch_size: int,
@@ -425,7 +459,7 @@ def make_train_iterator(name: str, *, image_size: tuple[int, int], batch_size: i
                         process_count: int = 1, data_dir: str | None = None,
                         num_threads: int = 2, num_workers: int = 0,
                         prefetch_buffer_size: int = 4, worker_buffer_size: int = 2,
-                        resample: str = "lanczos") -> grain.DatasetIterator:
+                        resample: str = "lanczos", captioned_split: str = "") -> grain.DatasetIterator:
   """Endless (or `num_epochs`) shuffled, flipped batches of this process' shard.
 
   Returns a grain DatasetIterator; `get_state()` is a small JSON-serialisable dict
@@ -442,7 +476,7 @@ def make_train_iterator(name: str, *, image_size: tuple[int, int], batch_size: i
   ds = make_dataset(name, split=split, image_size=image_size, batch_size=batch_size,
                     seed=seed, train=True, flip=flip, num_epochs=num_epochs,
                     drop_remainder=drop_remainder, process_index=process_index, process_count=process_count,
-                    data_dir=data_dir, resample=resample)
+                    data_dir=data_dir, resample=resample, captioned_split=captioned_split)
   return _make_iterator(ds, num_threads, prefetch_buffer_size, num_workers, worker_buffer_size)
 
 

@@ -331,3 +331,18 @@ def test_flip_policy_needs_every_side_word_swapped():
   ok, why = pipeline.flip_policy(source, lr)
   assert not ok and "do not swap ['leftmost']" in why
   assert pipeline.flip_policy(source, full) == (True, "")
+
+
+def test_captioned_split_marks_exactly_its_examples(prepared):
+  _, data_dir = prepared
+  batches = list(_train(data_dir, num_epochs=2, batch_size=4, drop_remainder=False,
+                        captioned_split="train_25"))
+  source, _ = pipeline.data_source(NAME, "train_25", data_dir)
+  prefix = {pipeline._to_str(source[i]["id"]) for i in range(len(source))}
+  examples = _examples(batches)
+  assert len(examples) == 2 * N and 0 < len(prefix) < N
+  # Every epoch: exactly the examples of train_25 are captioned, whatever the shuffle.
+  assert all(bool(e["captioned"]) == (e["id"] in prefix) for e in examples)
+  assert "captioned" not in next(_train(data_dir))
+  with pytest.raises(ValueError, match=r"captioned_split 'train\[50%:\]'.*not a prefix of split 'train'"):
+    _train(data_dir, captioned_split="train[50%:]")

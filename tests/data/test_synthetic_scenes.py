@@ -52,7 +52,10 @@ def test_builder_writes_every_split_in_the_common_format(mini):
 
 def test_configs(tmp_path):
   configs = {name: c.resolution for name, c in SyntheticScenes.builder_configs.items()}
-  assert configs == {"32": 32, "64": 64, "32_mini": 32}
+  assert configs == {"32": 32, "64": 64, "32_8k": 32, "32_mini": 32}
+  # The low-data base set: scenes 0..7999 of 32 and the very same test scenes.
+  small, full = SyntheticScenes.builder_configs["32_8k"], SyntheticScenes.builder_configs["32"]
+  assert (small.num_train, small.num_test, small.seed) == (8000, full.num_test, full.seed)
   empty = SyntheticScenesConfig(name="empty", num_train=10, num_test=0)
   with pytest.raises(ValueError, match="num_test"):
     SyntheticScenes(data_dir=str(tmp_path), config=empty,

@@ -1,0 +1,339 @@
+"""The report of `paper_claim`: comparisons at fixed guidance and at matched fidelity.
+
+Reads the evaluation records of every finished run (<out>/results/<run>/*.json,
+written by `gcd_jax.evaluate --json`) and their stored samples, and writes to
+`results`:
+  claim.json   every number: per run and point (metrics, 95 % intervals), the
+               comparisons below, the budget (wall time and hardware of every stage)
+  claim.md     the tables
+  fidelity_vs_correspondence.png   the paper's figures 6 and 7: fidelity against
+               image-side correspondence along the guidance sweep, one panel per
+               data fraction, both arms with their intervals
+
+Comparisons (joint minus image-only, same fraction and seed):
+  * at the guidance fixed in advance (1,000 samples each);
+  * at matched fidelity: each arm's sweep is a curve (fidelity(g),
+    correspondence(g)); `value_at` reads the correspondence where the curve
+    reaches a target fidelity, interpolating linearly between sweep points, and
+    the targets span the fidelity range both arms reach.
+Intervals are 95 % percentile bootstrap intervals over samples: each point's
+samples are resampled (the same indices for its fidelity and its
+correspondence), independently across points and arms, and the whole
+comparison is recomputed per replicate. Seed spread is reported beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from gcd_jax import fileio
+
+FIDELITY = ("fd_seg", "image_fsd")  # lower is better; both arms are read through the same judges
+CORRESPONDENCE = ("semantic_recall", "attribute_accuracy")
+PARTS = ("attribute_accuracy_count", "attribute_accuracy_position", "attribute_accuracy_size",
+         "attribute_accuracy_variant")
+LAYOUT_SIDE = ("layout_semantic_recall", "layout_attribute_accuracy", "fsd", "miou")
+
+
+def value_at(xs, ys, target: float) -> float:
+  """y where the polyline through (xs[i], ys[i]) (in the given order) has x = target.
+
+  Linear between consecutive points. If the curve passes the target more than
+  once (fidelity is not monotone in guidance), the largest y: the best
+  correspondence the model reaches at that fidelity. NaN where it never does.
+  """
+  xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+  best = np.nan
+  for i in range(len(xs)):
+    if xs[i] == target:
+      best = ys[i] if np.isnan(best) else max(best, ys[i])
+  for i in range(len(xs) - 1):
+    x0, x1, y0, y1 = xs[i], xs[i + 1], ys[i], ys[i + 1]
+    if x0 != x1 and min(x0, x1) < target < max(x0, x1):
+      y = y0 + (target - x0) / (x1 - x0) * (y1 - y0)
+      best = y if np.isnan(best) else max(best, y)
+  return float(best)
+
+
+def matched_targets(curves, num: int = 5) -> np.ndarray:
+  """`num` fidelity values spread over the range every curve reaches (empty if none)."""
+  lo = max(float(np.min(c)) for c in curves)
+  hi = min(float(np.max(c)) for c in curves)
+  if not lo < hi:
+    return np.zeros((0,))
+  # Inside the common range, off its ends (where one curve only touches it).
+  return np.linspace(lo, hi, num + 2)[1:-1]
+
+
+def percentile_interval(values) -> list[float]:
+  v = np.asarray(values, np.float64)
+  v = v[np.isfinite(v)]
+  if v.size < 10:
+    return [float("nan"), float("nan")]
+  lo, hi = np.percentile(v, [2.5, 97.5])
+  return [float(lo), float(hi)]
+
+
+class PointStats:
+  """The statistics (functions of sample indices) of one evaluated point."""
+
+  def __init__(self, record: dict, stats: dict, n: int):
+    self.record = record
+    self.stats = stats
+    self.n = n
+    self.metrics = record["metrics"]
+
+  def replicate(self, rng, keys):
+    idx = rng.integers(0, self.n, self.n)
+    return {k: float(self.stats[k](idx)) for k in keys}
+
+
+def _load_point_stats(record: dict, judges_for) -> PointStats:
+  from gcd_jax.evaluators import base, suite  # pylint: disable=g-import-not-at-top
+  ctx = judges_for(record["num_samples"])
+  samples = suite.read_samples(pathlib.Path(record["directory"]), ctx.judges)
+  if samples is None:
+    raise FileNotFoundError(f"{record['directory']}: no stored samples")
+  stats = {}
+  for ev in base.from_names(["correspondence", "image_fsd", "fd_seg"]):
+    stats.update(ev.statistics(ctx, samples))
+  return PointStats(record, stats, len(samples))
+
+
+def compare_fixed(a: PointStats, b: PointStats, keys, replicates: int, seed: int) -> dict:
+  """a - b for each key, with a bootstrap interval (independent resampling of a and b)."""
+  rng = np.random.default_rng(seed)
+  reps = {k: [] for k in keys}
+  for _ in range(replicates):
+    ra, rb = a.replicate(rng, keys), b.replicate(rng, keys)
+    for k in keys:
+      reps[k].append(ra[k] - rb[k])
+  return {k: {"difference": a.metrics[k] - b.metrics[k], "interval": percentile_interval(reps[k])}
+          for k in keys}
+
+
+def compare_matched(sweep_a: list[PointStats], sweep_b: list[PointStats], fidelity: str,
+                    correspondence: str, replicates: int, seed: int, num_targets: int = 5) -> list[dict]:
+  """Correspondence of both arms (and a - b) at equal `fidelity`, along their sweeps."""
+  fa = [p.metrics[fidelity] for p in sweep_a]
+  fb = [p.metrics[fidelity] for p in sweep_b]
+  ca = [p.metrics[correspondence] for p in sweep_a]
+  cb = [p.metrics[correspondence] for p in sweep_b]
+  targets = matched_targets([fa, fb], num_targets)
+  rng = np.random.default_rng(seed)
+  keys = (fidelity, correspondence)
+  reps = np.full((replicates, len(targets), 2), np.nan)
+  for r in range(replicates):
+    ra = [p.replicate(rng, keys) for p in sweep_a]
+    rb = [p.replicate(rng, keys) for p in sweep_b]
+    for j, t in enumerate(targets):
+      reps[r, j, 0] = value_at([q[fidelity] for q in ra], [q[correspondence] for q in ra], t)
+      reps[r, j, 1] = value_at([q[fidelity] for q in rb], [q[correspondence] for q in rb], t)
+  rows = []
+  for j, t in enumerate(targets):
+    va, vb = value_at(fa, ca, t), value_at(fb, cb, t)
+    rows.append({
+        "fidelity": fidelity, "correspondence": correspondence, "target": float(t),
+        "a": va, "a_interval": percentile_interval(reps[:, j, 0]),
+        "b": vb, "b_interval": percentile_interval(reps[:, j, 1]),
+        "difference": va - vb, "interval": percentile_interval(reps[:, j, 0] - reps[:, j, 1]),
+        # Replicates in which a curve misses the target are left out of the interval.
+        "replicates_used": int(np.sum(np.isfinite(reps[:, j, 0] - reps[:, j, 1]))),
+    })
+  return rows
+
+
+# ---------------------------------------------------------------------------
+# Reading the experiment directory.
+
+
+def _read_json(path: pathlib.Path):
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def collect(out: pathlib.Path, protocol: dict, grid) -> dict:
+  """Per run: its spec, finished evaluation records and the budget of its stages."""
+  from gcd_jax.experiments import paper_claim  # pylint: disable=g-import-not-at-top
+  runs = {}
+  for spec in grid:
+    stages = paper_claim.run_stages(out, protocol, spec)
+    entry = {"spec": {"arm": spec.arm, "fraction": spec.fraction, "seed": spec.seed,
+                      "captioned": spec.captioned, "overrides": [list(o) for o in spec.overrides]},
+             "stages": {}, "sweep": None, "chosen": None}
+    for st in stages:
+      summary = paper_claim.stage_summary(out, st)
+      entry["stages"][st.key.split("/")[0]] = summary
+      kind = st.key.split("/")[0]
+      if kind in ("sweep", "chosen") and summary["done"]:
+        entry[kind] = _read_json(st.output)
+    runs[spec.name] = entry
+  return runs
+
+
+def _pairs(grid):
+  """(fraction label, seed, joint spec, image-only spec) for every comparable pair."""
+  by = {(s.arm, s.fraction, s.captioned, s.seed, s.overrides): s for s in grid}
+  pairs = []
+  for s in grid:
+    if s.arm == "joint" and s.captioned is None and not s.overrides:
+      other = by.get(("image_only", s.fraction, None, s.seed, ()))
+      if other is not None:
+        pairs.append((f"{s.fraction}%", s.seed, s, other))
+  return pairs
+
+
+def _fmt(v, iv=None, digits=3) -> str:
+  if v is None or not np.isfinite(v):
+    return "n/a"
+  s = f"{v:.{digits}f}"
+  if iv is not None and np.all(np.isfinite(iv)):
+    s += f" [{iv[0]:.{digits}f}, {iv[1]:.{digits}f}]"
+  return s
+
+
+def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict, grid,
+                 bootstrap: int = 300, seed: int = 0) -> dict:
+  """Writes claim.json, claim.md and the figure; returns the JSON record."""
+  from gcd_jax.evaluators import base, suite  # pylint: disable=g-import-not-at-top
+  from gcd_jax.experiments import paper_claim  # pylint: disable=g-import-not-at-top
+
+  runs = collect(out, protocol, grid)
+  dataset = f"{protocol['dataset']}/{protocol['builder_config']}"
+  contexts = {}
+
+  def judges_for(n):
+    if n not in contexts:
+      ref = suite.load_reference(dataset, "test", n, (32, 32))
+      judges = suite.make_judges(ref, segnet=str(paper_claim.judge_dir(out)),
+                                 cache_dir=out / "judges" / "reference")
+      contexts[n] = base.Context(ref, judges, replicates=0)
+    return contexts[n]
+
+  point_cache = {}
+
+  def stats_of(record):
+    key = record["directory"]
+    if key not in point_cache:
+      point_cache[key] = _load_point_stats(record, judges_for)
+    return point_cache[key]
+
+  comparisons = []
+  for label, s, joint_spec, image_spec in _pairs(grid):
+    j, i = runs[joint_spec.name], runs[image_spec.name]
+    row = {"fraction": label, "seed": s, "joint": joint_spec.name, "image_only": image_spec.name}
+    if j["chosen"] and i["chosen"]:
+      row["fixed_guidance"] = compare_fixed(stats_of(j["chosen"][0]), stats_of(i["chosen"][0]),
+                                            FIDELITY + CORRESPONDENCE, bootstrap, seed)
+    if j["sweep"] and i["sweep"]:
+      sa = [stats_of(r) for r in j["sweep"]]
+      sb = [stats_of(r) for r in i["sweep"]]
+      row["matched"] = [m for f in FIDELITY for c in CORRESPONDENCE
+                        for m in compare_matched(sa, sb, f, c, bootstrap, seed)]
+    if len(row) > 4:
+      comparisons.append(row)
+
+  record = {"protocol": protocol, "runs": runs, "comparisons": comparisons,
+            "bootstrap": {"replicates": bootstrap, "seed": seed, "level": 0.95}}
+  results.mkdir(parents=True, exist_ok=True)
+  fileio.atomic_write_text(results / "claim.json", json.dumps(record, indent=1))
+  fileio.atomic_write_text(results / "claim.md", markdown(record))
+  plot(record, results / "fidelity_vs_correspondence.png")
+  return record
+
+
+def markdown(record: dict) -> str:
+  p = record["protocol"]
+  lines = ["# The paper's claim on synthetic_scenes/" + p["builder_config"], "",
+           f"{p['num_steps']} steps of batch {p['batch_size']} per run; guidance "
+           f"{p['chosen_guidance']:g} with {p['chosen_samples']} samples; sweep "
+           f"{', '.join(f'{g:g}' for g in p['sweep_guidance'])} with {p['sweep_samples']} samples per point. "
+           "Correspondence is read off the generated image by the exact oracle; "
+           "95 % bootstrap intervals over samples.", ""]
+
+  lines += ["## Every run at the fixed guidance", "",
+            "| run | " + " | ".join(CORRESPONDENCE + FIDELITY + PARTS + LAYOUT_SIDE) + " |",
+            "|---" * (1 + len(CORRESPONDENCE + FIDELITY + PARTS + LAYOUT_SIDE)) + "|"]
+  for name, r in record["runs"].items():
+    if r["chosen"]:
+      m, iv = r["chosen"][0]["metrics"], r["chosen"][0].get("intervals", {})
+      cells = [_fmt(m.get(k), iv.get(k)) if k in m else "" for k in CORRESPONDENCE + FIDELITY + PARTS + LAYOUT_SIDE]
+    else:
+      cells = ["pending"] + [""] * (len(CORRESPONDENCE + FIDELITY + PARTS + LAYOUT_SIDE) - 1)
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+  lines += ["", "## Joint minus image-only at the fixed guidance", "",
+            "| fraction | seed | " + " | ".join(CORRESPONDENCE + FIDELITY) + " |",
+            "|---" * (2 + len(CORRESPONDENCE + FIDELITY)) + "|"]
+  for c in record["comparisons"]:
+    if "fixed_guidance" in c:
+      fg = c["fixed_guidance"]
+      lines.append(f"| {c['fraction']} | {c['seed']} | " + " | ".join(
+          _fmt(fg[k]["difference"], fg[k]["interval"]) for k in CORRESPONDENCE + FIDELITY) + " |")
+
+  lines += ["", "## At matched fidelity (along the guidance sweeps)", "",
+            "| fraction | seed | fidelity | at | correspondence | joint | image-only | joint - image-only |",
+            "|---|---|---|---|---|---|---|---|"]
+  for c in record["comparisons"]:
+    for m in c.get("matched", []):
+      lines.append(f"| {c['fraction']} | {c['seed']} | {m['fidelity']} | {m['target']:.3f} | "
+                   f"{m['correspondence']} | {_fmt(m['a'], m['a_interval'])} | "
+                   f"{_fmt(m['b'], m['b_interval'])} | {_fmt(m['difference'], m['interval'])} |")
+
+  lines += ["", "## Budget", "", "| stage | wall time (min) | attempts | hardware |", "|---|---|---|---|"]
+  total = 0.0
+  for name, r in record["runs"].items():
+    for kind, s in r["stages"].items():
+      total += s["wall_s"]
+      hw = s["hardware"] or {}
+      lines.append(f"| {kind}/{name} | {s['wall_s'] / 60:.1f}{'' if s['done'] else ' (not done)'} | "
+                   f"{s['attempts']} | {hw.get('cpu', '')} x{hw.get('cpu_count', '')} {hw.get('gpus') or ''} |")
+  lines += ["", f"Total so far: {total / 3600:.2f} h.", ""]
+  return "\n".join(lines)
+
+
+def plot(record: dict, path: pathlib.Path) -> None:
+  """Fidelity against correspondence along the sweeps: one column per fraction."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  runs = {n: r for n, r in record["runs"].items() if r["sweep"]}
+  fractions = sorted({r["spec"]["fraction"] for r in runs.values() if r["spec"]["captioned"] is None})
+  if not fractions:
+    return
+  pairs = [("fd_seg", "semantic_recall"), ("image_fsd", "attribute_accuracy")]
+  fig, axes = plt.subplots(len(pairs), len(fractions), squeeze=False,
+                           figsize=(3.6 * len(fractions), 3.0 * len(pairs)))
+  colours = {"joint": "tab:blue", "image_only": "tab:orange"}
+  for col, frac in enumerate(fractions):
+    for row, (fk, ck) in enumerate(pairs):
+      ax = axes[row][col]
+      for name, r in runs.items():
+        spec = r["spec"]
+        if spec["fraction"] != frac or spec["captioned"] is not None or spec["overrides"]:
+          continue
+        pts = r["sweep"]
+        xs = np.array([q["metrics"][ck] for q in pts])
+        ys = np.array([q["metrics"][fk] for q in pts])
+        xi = np.array([q["intervals"][ck] for q in pts])
+        yi = np.array([q["intervals"][fk] for q in pts])
+        ax.errorbar(xs, ys, xerr=np.abs(np.stack([xs - xi[:, 0], xi[:, 1] - xs])),
+                    yerr=np.abs(np.stack([ys - yi[:, 0], yi[:, 1] - ys])), fmt="o-", capsize=2,
+                    color=colours[spec["arm"]], alpha=1.0 if spec["seed"] == 0 else 0.5,
+                    label=f"{spec['arm']} s{spec['seed']}", markersize=3)
+        for q, x, y in zip(pts, xs, ys):
+          ax.annotate(f"{q['guidance']:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
+      ax.set_title(f"train_{frac}", fontsize=9)
+      ax.set_xlabel(f"{ck} (image; higher: better)", fontsize=8)
+      ax.set_ylabel(f"{fk} (lower: better)", fontsize=8)
+      ax.legend(fontsize=6)
+  fig.suptitle("fidelity vs text-image correspondence along the guidance sweep (95% intervals)", fontsize=9)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp.png")
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  os.replace(tmp, path)

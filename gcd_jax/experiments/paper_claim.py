@@ -1,0 +1,459 @@
+"""The paper's claim on the embedded benchmark: joint vs image-only diffusion when
+text-image pairs are scarce.
+
+  python -m gcd_jax.experiments.paper_claim run --out experiments/paper_claim
+  python -m gcd_jax.experiments.paper_claim status --out experiments/paper_claim
+  python -m gcd_jax.experiments.paper_claim report --out experiments/paper_claim \
+      --results docs/results/paper_claim
+
+  # one cell of the grid (its training, then its evaluations):
+  python -m gcd_jax.experiments.paper_claim run --out experiments/paper_claim --only joint_25_s0
+
+The grid (`GRID`): the joint model (configs/shapes.py) and its image-only twin
+(configs/shapes_image_only.py), which differ only in the layout input, output
+and loss, trained on the nested fractions train_25 / train_50 / train_100 of
+synthetic_scenes/32_8k (8,000 training scenes; the same 5,000 test scenes as
+synthetic_scenes/32) with the same steps, batch, learning-rate schedule and
+seeds; two seeds at 25 %, one elsewhere; and one run beyond the paper: the
+joint model with the layouts of all 8,000 scenes but the captions of the 25 %
+only (`config.data.captioned_split`). `PROTOCOL` fixes the budget and the
+measurement; both are written to <out>/protocol.json by the first `run`, and a
+later `run` with other settings refuses to mix them (use another --out).
+
+Every run is a normal gcd_jax workdir (<out>/runs/<name>), trained with
+`python -m gcd_jax.main` in a subprocess, so any stop (Ctrl-C, SIGTERM, a
+crash, the end of a session) is resumed exactly from the last checkpoint by the
+next `run`. Each stage (prepare, judge, train, sweep, chosen) records its
+command, hardware and the wall time of every attempt in <out>/state/ and is
+skipped once done; the jobs run one at a time, and their output goes to
+<out>/logs/. `report` reads whatever is finished and writes the JSON of every
+number, markdown tables and plots (see `gcd_jax.experiments.claim_report`).
+
+Measurement: every run is sampled with the default sampler (SDE-DPM-Solver++
+2M, 25 steps) on the first N test captions: a guidance sweep at 300 samples per
+point, and 1,000 samples at the guidance fixed in advance (2, the configs'
+default). The judge is the same for both arms: correspondence is read off the
+generated *image* by the exact oracle, fd_seg uses a segmentation network
+trained once for the experiment on the 8,000 training scenes (its identity is in
+the records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from gcd_jax import fileio
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+
+# Everything that changes a number of the experiment. Changing any of it means a new --out.
+PROTOCOL = {
+    "dataset": "synthetic_scenes",
+    "builder_config": "32_8k",  # 8,000 train scenes: train_25 = 2,000, train_50 = 4,000
+    "num_steps": 3000,  # batch 32: 48 epochs of train_25, 24 of train_50, 12 of train_100
+    "batch_size": 32,
+    "checkpoint_every": 500,
+    "sweep_guidance": (1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
+    "sweep_samples": 300,
+    "chosen_guidance": 2.0,  # fixed before any result was seen: the configs' default
+    "chosen_samples": 1000,
+    "judge_steps": 1500,  # segnet for fd_seg, trained on the 8,000 training scenes
+}
+
+ARMS = {"joint": "shapes.py", "image_only": "shapes_image_only.py"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One training run of the grid."""
+
+  arm: str  # "joint" or "image_only"
+  fraction: int  # 25, 50 or 100: the train_<fraction> subset (images, layouts, captions)
+  seed: int
+  captioned: int | None = None  # captions for train_<captioned> only (the rest: null caption)
+  overrides: tuple[tuple[str, str], ...] = ()  # extra config overrides (settings tried)
+
+  @property
+  def name(self) -> str:
+    data = f"{self.fraction}" if self.captioned is None else f"{self.fraction}_captions{self.captioned}"
+    extra = "".join(f"_{k.split('.')[-1]}{v}" for k, v in self.overrides)
+    return f"{self.arm}_{data}{extra}_s{self.seed}"
+
+  def config_overrides(self, protocol: dict) -> list[str]:
+    over = {
+        "data.config": protocol["builder_config"],
+        "data.train_split": f"train_{self.fraction}",
+        "data.batch_size": protocol["batch_size"],
+        "seed": self.seed,
+        "train.num_steps": protocol["num_steps"],
+        "train.checkpoint_every": protocol["checkpoint_every"],
+        "train.eval_every": 0,  # evaluated after training, by the sweep and chosen stages
+        "train.sample_every": protocol["num_steps"],
+    }
+    if self.captioned is not None:
+      over["data.captioned_split"] = f"train_{self.captioned}"
+    over.update(dict(self.overrides))
+    return [f"--config.{k}={v}" for k, v in over.items()]
+
+
+# In the order they run: the headline comparisons (25 % and 100 %) first.
+GRID = (
+    RunSpec("joint", 25, 0), RunSpec("image_only", 25, 0),
+    RunSpec("joint", 100, 0), RunSpec("image_only", 100, 0),
+    RunSpec("joint", 50, 0), RunSpec("image_only", 50, 0),
+    RunSpec("joint", 25, 1), RunSpec("image_only", 25, 1),
+    RunSpec("joint", 100, 0, captioned=25),
+)
+
+
+@dataclasses.dataclass
+class Stage:
+  """One job: a command whose completion is recorded in <out>/state/<key>.json."""
+
+  key: str  # "train/joint_25_s0"
+  argv: list[str]  # after the Python interpreter
+  output: pathlib.Path | None = None  # must exist once the command succeeded
+
+  def spec(self, out: pathlib.Path) -> dict:
+    """What identifies the job: its command, with the experiment and repository
+    directories named by placeholders (so that both may move)."""
+    def portable(a):
+      return a.replace(str(out), "<out>").replace(str(REPO), "<repo>")
+    return {"argv": [portable(a) for a in self.argv]}
+
+
+def _py(*module_args: str) -> list[str]:
+  return ["-m", *module_args]
+
+
+def judge_dir(out: pathlib.Path) -> pathlib.Path:
+  return out / "judges" / "segnet"
+
+
+def run_dir(out: pathlib.Path, spec: RunSpec) -> pathlib.Path:
+  return out / "runs" / spec.name
+
+
+def result_path(out: pathlib.Path, spec: RunSpec, stage: str) -> pathlib.Path:
+  return out / "results" / spec.name / f"{stage}.json"
+
+
+def global_stages(out: pathlib.Path, protocol: dict) -> list[Stage]:
+  data = f"{protocol['dataset']}/{protocol['builder_config']}"
+  return [
+      Stage("prepare/" + data.replace("/", "_"),
+            _py("gcd_jax.prepare", "--dataset", protocol["dataset"], "--config", protocol["builder_config"])),
+      Stage("judge/segnet",
+            _py("gcd_jax.segnet", "train", "--dataset", protocol["dataset"], "--config",
+                protocol["builder_config"], "--out", str(judge_dir(out)), "--steps",
+                str(protocol["judge_steps"]), "--no-progress"),
+            judge_dir(out) / "segnet.json"),
+  ]
+
+
+def run_stages(out: pathlib.Path, protocol: dict, spec: RunSpec) -> list[Stage]:
+  wd = run_dir(out, spec)
+  train = Stage(f"train/{spec.name}",
+                _py("gcd_jax.main", "--config", str(CONFIGS / ARMS[spec.arm]), "--workdir", str(wd),
+                    *spec.config_overrides(protocol)))
+
+  def evaluation(stage, guidance, n):
+    path = result_path(out, spec, stage)
+    return Stage(f"{stage}/{spec.name}",
+                 _py("gcd_jax.evaluate", "--workdir", str(wd), "--num-samples", str(n),
+                     "--guidance", ",".join(f"{g:g}" for g in guidance),
+                     "--segnet", str(judge_dir(out)), "--json", str(path)), path)
+
+  return [train,
+          evaluation("sweep", protocol["sweep_guidance"], protocol["sweep_samples"]),
+          evaluation("chosen", (protocol["chosen_guidance"],), protocol["chosen_samples"])]
+
+
+def select(grid, only: str | None) -> list[RunSpec]:
+  if not only:
+    return list(grid)
+  names = [n.strip() for n in only.split(",") if n.strip()]
+  by_name = {s.name: s for s in grid}
+  unknown = [n for n in names if n not in by_name]
+  if unknown:
+    raise ValueError(f"--only: unknown run(s) {unknown}; the grid has {sorted(by_name)}")
+  return [by_name[n] for n in names]
+
+
+def all_stages(out: pathlib.Path, protocol: dict, specs) -> list[Stage]:
+  stages = global_stages(out, protocol)
+  for spec in specs:
+    stages += run_stages(out, protocol, spec)
+  return stages
+
+
+# ---------------------------------------------------------------------------
+# Bookkeeping.
+
+
+def state_path(out: pathlib.Path, key: str) -> pathlib.Path:
+  return out / "state" / (key.replace("/", "__") + ".json")
+
+
+def read_state(out: pathlib.Path, key: str) -> dict:
+  path = state_path(out, key)
+  if not path.exists():
+    return {"done": False, "attempts": []}
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e}); delete it to redo stage {key!r}") from e
+
+
+def write_state(out: pathlib.Path, key: str, state: dict) -> None:
+  fileio.atomic_write_text(state_path(out, key), json.dumps(state, indent=1))
+
+
+def is_done(out: pathlib.Path, stage: Stage) -> bool:
+  """True if recorded as done with the same command (and its output exists).
+
+  Raises ValueError if it was done with another command: numbers made under
+  another protocol are never mixed in.
+  """
+  state = read_state(out, stage.key)
+  if not state.get("done"):
+    return False
+  if state.get("spec") != stage.spec(out):
+    raise ValueError(
+        f"stage {stage.key!r} in {out} was done with another command:\n  {state.get('spec')}\n"
+        f"now:\n  {stage.spec(out)}\nUse another --out, or delete {state_path(out, stage.key)} to redo it.")
+  if stage.output is not None and not stage.output.exists():
+    return False
+  return True
+
+
+def check_protocol(out: pathlib.Path, protocol: dict, grid) -> None:
+  """Writes <out>/protocol.json on first use; refuses another protocol later."""
+  record = {"protocol": protocol, "grid": [dataclasses.asdict(s) for s in grid]}
+  # JSON round trip: tuples become lists, as they are read back.
+  record = json.loads(json.dumps(record))
+  path = out / "protocol.json"
+  if path.exists():
+    old = json.loads(path.read_text())
+    if old["protocol"] != record["protocol"]:
+      raise ValueError(f"{path}: this directory holds runs of another protocol:\n  {old['protocol']}\n"
+                       f"now:\n  {record['protocol']}\nUse another --out.")
+    if old["grid"] != record["grid"]:
+      old_names = [s for s in old["grid"] if s not in record["grid"]]
+      if old_names:
+        raise ValueError(f"{path}: runs {old_names} are no longer in the grid; every setting tried "
+                         "stays in the results, so runs are only ever added. Use another --out.")
+  fileio.atomic_write_text(path, json.dumps(record, indent=1))
+
+
+def hardware() -> dict:
+  """What the jobs ran on (recorded with every attempt)."""
+  cpu = platform.processor() or ""
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  gpus = None
+  if shutil.which("nvidia-smi"):
+    try:
+      gpus = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+      gpus = None
+
+  def version(pkg):
+    try:
+      return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+      return None
+
+  return {"host": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(), "gpus": gpus or None,
+          "python": platform.python_version(), "jax": version("jax"), "jaxlib": version("jaxlib"),
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def _last_line(path: pathlib.Path) -> str:
+  try:
+    with open(path, "rb") as f:
+      f.seek(max(0, path.stat().st_size - 4096))
+      tail = f.read().decode("utf-8", "replace")
+  except OSError:
+    return ""
+  lines = [ln.strip() for ln in tail.replace("\r", "\n").splitlines() if ln.strip()]
+  return lines[-1][:200] if lines else ""
+
+
+class _Forward:
+  """Passes SIGTERM/SIGINT on to the running job (main then saves a checkpoint)."""
+
+  def __init__(self):
+    self.proc = None
+    self.stopped = False
+
+  def __call__(self, signum, frame):
+    del frame
+    self.stopped = True
+    if self.proc is not None and self.proc.poll() is None:
+      self.proc.send_signal(signal.SIGTERM)
+
+
+def run_stage(out: pathlib.Path, stage: Stage, *, python: str, progress_every: float,
+              nice: int, forward: _Forward, log=print) -> bool:
+  """Runs one stage's command to completion; records the attempt. True if it succeeded."""
+  state = read_state(out, stage.key)
+  if state.get("spec") not in (None, stage.spec(out)):
+    state = {"done": False, "attempts": state.get("attempts", [])}  # not done: the new command wins
+  log_path = out / "logs" / (stage.key.replace("/", "__") + ".log")
+  log_path.parent.mkdir(parents=True, exist_ok=True)
+  attempt = {"start": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "hardware": hardware(), "log": str(log_path)}
+  t0 = time.time()
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  with open(log_path, "ab") as f:
+    f.write(f"\n==== {attempt['start']} {python} {' '.join(stage.argv)}\n".encode())
+    f.flush()
+    proc = subprocess.Popen([python, *stage.argv], stdout=f, stderr=subprocess.STDOUT, env=env,
+                            cwd=REPO, preexec_fn=(lambda: os.nice(nice)) if nice else None)
+    forward.proc = proc
+    last = ""
+    while True:
+      try:
+        rc = proc.wait(timeout=progress_every)
+        break
+      except subprocess.TimeoutExpired:
+        line = _last_line(log_path)
+        if line != last:
+          log(f"  {stage.key} [{(time.time() - t0) / 60:.0f} min] {line}")
+          last = line
+    forward.proc = None
+  attempt.update(rc=rc, wall_s=round(time.time() - t0, 1),
+                 end=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+  ok = rc == 0 and (stage.output is None or stage.output.exists())
+  state = {"done": ok, "spec": stage.spec(out), "attempts": state.get("attempts", []) + [attempt]}
+  write_state(out, stage.key, state)
+  return ok
+
+
+def run_all(out: pathlib.Path, stages: list[Stage], *, python: str = sys.executable,
+            progress_every: float = 120.0, nice: int = 0, dry_run: bool = False, log=print) -> int:
+  """Runs every stage not yet done, in order, one at a time; 0 when all are done.
+
+  A failed stage stops the run (1); SIGTERM or Ctrl-C is passed on to the job,
+  which saves what it can, and stops the run (130). Either way the next call
+  resumes with the first unfinished stage.
+  """
+  todo = [s for s in stages if not is_done(out, s)]
+  log(f"{len(stages) - len(todo)} of {len(stages)} stages done; {len(todo)} to run, one at a time "
+      f"(logs in {out / 'logs'})")
+  if dry_run:
+    for s in todo:
+      log(f"  {s.key}: {python} {' '.join(s.argv)}")
+    return 0
+  forward = _Forward()
+  previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    for i, stage in enumerate(todo):
+      if forward.stopped:
+        break
+      log(f"[{i + 1}/{len(todo)}] {stage.key} ...")
+      t = time.time()
+      ok = run_stage(out, stage, python=python, progress_every=progress_every, nice=nice,
+                     forward=forward, log=log)
+      log(f"[{i + 1}/{len(todo)}] {stage.key}: {'done' if ok else 'FAILED'} in {(time.time() - t) / 60:.1f} min")
+      if not ok and not forward.stopped:
+        log(f"See {out / 'logs'}; the next `run` resumes it.")
+        return 1
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+  if forward.stopped:
+    log("Stopped; the next `run` resumes from the last checkpoint.")
+    return 130
+  return 0
+
+
+def cmd_run(args) -> int:
+  out = pathlib.Path(args.out).absolute()
+  out.mkdir(parents=True, exist_ok=True)
+  check_protocol(out, PROTOCOL, GRID)
+  stages = all_stages(out, PROTOCOL, select(GRID, args.only))
+  return run_all(out, stages, python=args.python, progress_every=args.progress_every, nice=args.nice,
+                 dry_run=args.dry_run, log=lambda m: print(m, flush=True))
+
+
+def stage_summary(out: pathlib.Path, stage: Stage) -> dict:
+  state = read_state(out, stage.key)
+  attempts = state.get("attempts", [])
+  return {"key": stage.key, "done": bool(state.get("done")) and state.get("spec") == stage.spec(out),
+          "attempts": len(attempts), "wall_s": round(sum(a.get("wall_s", 0) for a in attempts), 1),
+          "hardware": attempts[-1]["hardware"] if attempts else None}
+
+
+def cmd_status(args) -> int:
+  out = pathlib.Path(args.out).absolute()
+  stages = all_stages(out, PROTOCOL, select(GRID, args.only))
+  total = 0.0
+  for s in stages:
+    r = stage_summary(out, s)
+    total += r["wall_s"]
+    mark = "done" if r["done"] else ("started" if r["attempts"] else "-")
+    print(f"{s.key:48s} {mark:8s} {r['wall_s'] / 60:7.1f} min  {r['attempts']} attempt(s)")
+  print(f"total wall time so far: {total / 3600:.2f} h")
+  return 0
+
+
+def cmd_report(args) -> int:
+  from gcd_jax.experiments import claim_report  # pylint: disable=g-import-not-at-top
+  out = pathlib.Path(args.out).absolute()
+  claim_report.write_report(out, pathlib.Path(args.results), PROTOCOL, GRID,
+                            bootstrap=args.bootstrap)
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m gcd_jax.experiments.paper_claim",
+                              description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest="command", required=True)
+  r = sub.add_parser("run", help="train and evaluate every unfinished run of the grid, one job at a time")
+  s = sub.add_parser("status", help="what is done, with wall times")
+  rep = sub.add_parser("report", help="JSON, tables and plots of whatever is finished")
+  for q in (r, s, rep):
+    q.add_argument("--out", required=True, help="the experiment directory (runs, logs, state)")
+  for q in (r, s):
+    q.add_argument("--only", default=None, help="comma-separated run names (default: the whole grid)")
+  r.add_argument("--dry-run", action="store_true", help="print the commands to run, run nothing")
+  r.add_argument("--python", default=sys.executable, help="interpreter of the jobs")
+  r.add_argument("--progress-every", type=float, default=120.0, help="seconds between progress lines")
+  r.add_argument("--nice", type=int, default=0, help="run the jobs at this niceness")
+  rep.add_argument("--results", default="docs/results/paper_claim", help="where the report goes")
+  rep.add_argument("--bootstrap", type=int, default=300, help="bootstrap resamplings of the comparisons")
+  return p
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    return {"run": cmd_run, "status": cmd_status, "report": cmd_report}[args.command](args)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,222 @@
+"""The paper_claim driver's bookkeeping and the report's comparison functions.
+
+The grid's long runs live outside the suite; here the stages are tiny Python
+commands, and the comparisons are checked against brute force and closed forms.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gcd_jax.experiments import claim_report
+from gcd_jax.experiments import paper_claim as pc
+
+
+def _stage(tmp_path, key, code, output=None):
+  return pc.Stage(key, ["-c", code], output)
+
+
+def _quiet(*_):
+  pass
+
+
+def test_stages_run_once_resume_after_failure_and_refuse_another_command(tmp_path):
+  out = tmp_path / "exp"
+  flag = tmp_path / "fail_once"
+  flag.write_text("")
+  made = tmp_path / "made.txt"
+  stages = [
+      _stage(tmp_path, "a/x", f"open({str(tmp_path / 'a.txt')!r}, 'a').write('a')"),
+      # Fails on its first attempt (like a crash), succeeds on the next.
+      _stage(tmp_path, "b/x", f"import os, sys\nif os.path.exists({str(flag)!r}):\n"
+                              f"  os.remove({str(flag)!r}); sys.exit(3)\n"
+                              f"open({str(made)!r}, 'w').write('ok')", output=made),
+      _stage(tmp_path, "c/x", f"open({str(tmp_path / 'c.txt')!r}, 'a').write('c')"),
+  ]
+  assert pc.run_all(out, stages, progress_every=0.05, log=_quiet) == 1
+  assert (tmp_path / "a.txt").read_text() == "a" and not (tmp_path / "c.txt").exists()
+  state = pc.read_state(out, "b/x")
+  assert not state["done"] and [a["rc"] for a in state["attempts"]] == [3]
+  assert state["attempts"][0]["hardware"]["cpu_count"] >= 1
+
+  # The next call skips what is done and resumes with the failed stage.
+  assert pc.run_all(out, stages, progress_every=0.05, log=_quiet) == 0
+  assert (tmp_path / "a.txt").read_text() == "a" and (tmp_path / "c.txt").read_text() == "c"
+  state = pc.read_state(out, "b/x")
+  assert state["done"] and [a["rc"] for a in state["attempts"]] == [3, 0]
+  summary = pc.stage_summary(out, stages[1])
+  assert summary["attempts"] == 2 and summary["wall_s"] == pytest.approx(
+      sum(a["wall_s"] for a in state["attempts"]))
+  assert pc.run_all(out, stages, log=_quiet) == 0
+  assert (tmp_path / "c.txt").read_text() == "c"  # not run again
+
+  # A stage whose output has gone is redone; one done with another command is refused.
+  made.unlink()
+  assert not pc.is_done(out, stages[1])
+  changed = _stage(tmp_path, "a/x", "print('other')")
+  with pytest.raises(ValueError, match="stage 'a/x'.*another command"):
+    pc.is_done(out, changed)
+
+
+def test_commands_are_recorded_with_portable_paths(tmp_path):
+  out = tmp_path / "exp"
+  stages = pc.run_stages(out, pc.PROTOCOL, pc.GRID[0])
+  train = stages[0].spec(out)["argv"]
+  assert "<out>/runs/joint_25_s0" in train and "<repo>/configs/shapes.py" in train
+  assert str(tmp_path) not in " ".join(train)
+  assert "--config.data.train_split=train_25" in train
+
+
+def test_grid_pairs_every_joint_run_with_its_image_only_twin():
+  names = [s.name for s in pc.GRID]
+  assert len(set(names)) == len(names)
+  pairs = claim_report._pairs(pc.GRID)  # pylint: disable=protected-access
+  assert {(label, seed) for label, seed, _, _ in pairs} == {("25%", 0), ("25%", 1), ("50%", 0), ("100%", 0)}
+  for _, _, joint, image in pairs:
+    assert (joint.arm, image.arm) == ("joint", "image_only")
+    assert (joint.fraction, joint.seed) == (image.fraction, image.seed)
+    # The two arms differ only in their config file.
+    assert joint.config_overrides(pc.PROTOCOL) == image.config_overrides(pc.PROTOCOL)
+  scarce = [s for s in pc.GRID if s.captioned is not None]
+  assert [s.config_overrides(pc.PROTOCOL)[-1] for s in scarce] == ["--config.data.captioned_split=train_25"]
+  with pytest.raises(ValueError, match="unknown run"):
+    pc.select(pc.GRID, "joint_25_s0,nope")
+
+
+def test_protocol_change_is_refused_and_runs_are_only_added(tmp_path):
+  pc.check_protocol(tmp_path, pc.PROTOCOL, pc.GRID[:2])
+  pc.check_protocol(tmp_path, pc.PROTOCOL, pc.GRID[:3])  # a run added: fine
+  with pytest.raises(ValueError, match="another protocol"):
+    pc.check_protocol(tmp_path, {**pc.PROTOCOL, "num_steps": 10}, pc.GRID[:3])
+  with pytest.raises(ValueError, match="no longer in the grid"):
+    pc.check_protocol(tmp_path, pc.PROTOCOL, pc.GRID[1:3])
+
+
+def test_sigterm_is_passed_on_to_the_job(tmp_path):
+  marker = tmp_path / "got_sigterm"
+  child = subprocess.Popen([sys.executable, "-c",
+                            "import signal, sys, time\n"
+                            f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w'), sys.exit(0)))\n"
+                            "print('ready', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE)
+  assert child.stdout.readline().strip() == b"ready"
+  forward = pc._Forward()  # pylint: disable=protected-access
+  forward.proc = child
+  forward(signal.SIGTERM, None)
+  assert child.wait(timeout=20) == 0 and marker.exists() and forward.stopped
+
+
+def test_report_tables_from_partial_results(tmp_path):
+  out = tmp_path / "exp"
+  spec = pc.GRID[0]
+  chosen = pc.run_stages(out, pc.PROTOCOL, spec)[2]
+  record = [{"guidance": 2.0, "num_samples": 1000,
+             "metrics": {"semantic_recall": 0.8, "attribute_accuracy": 0.4, "fd_seg": 0.1, "image_fsd": 9.0},
+             "intervals": {"semantic_recall": [0.78, 0.82]}}]
+  chosen.output.parent.mkdir(parents=True)
+  chosen.output.write_text(json.dumps(record))
+  pc.write_state(out, chosen.key, {"done": True, "spec": chosen.spec(out),
+                                   "attempts": [{"wall_s": 60.0, "rc": 0, "hardware": pc.hardware()}]})
+  runs = claim_report.collect(out, pc.PROTOCOL, pc.GRID)
+  assert runs[spec.name]["chosen"] == record and runs[spec.name]["sweep"] is None
+  assert runs["image_only_25_s0"]["chosen"] is None
+  text = claim_report.markdown({"protocol": pc.PROTOCOL, "runs": runs, "comparisons": []})
+  assert "| joint_25_s0 | 0.800 [0.780, 0.820] | 0.400 |" in text
+  assert "| image_only_25_s0 | pending |" in text
+  assert "Total so far: 0.02 h." in text
+
+
+# ---------------------------------------------------------------------------
+# Comparison functions.
+
+
+def _brute_value_at(xs, ys, target, points=200_001):
+  """Densely samples the polyline and keeps the largest y with x within a hair of target."""
+  best = np.nan
+  for i in range(len(xs) - 1):
+    s = np.linspace(0, 1, points)
+    x = xs[i] + s * (xs[i + 1] - xs[i])
+    y = ys[i] + s * (ys[i + 1] - ys[i])
+    close = np.abs(x - target) <= 1.5 * abs(xs[i + 1] - xs[i]) / (points - 1) + 1e-12
+    if close.any():
+      m = y[close].max()
+      best = m if np.isnan(best) else max(best, m)
+  return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_value_at_matches_a_dense_walk_along_the_curve(seed):
+  rng = np.random.default_rng(seed)
+  xs = rng.uniform(0, 1, 6)  # not monotone: the curve crosses a level more than once
+  ys = rng.uniform(0, 1, 6)
+  for target in rng.uniform(-0.1, 1.1, 20):
+    want = _brute_value_at(xs, ys, target)
+    got = claim_report.value_at(xs, ys, target)
+    if np.isnan(want):
+      assert np.isnan(got)
+    else:
+      assert got == pytest.approx(want, abs=2e-5)
+
+
+def test_value_at_points_and_matched_targets():
+  assert claim_report.value_at([3.0, 1.0, 2.0], [0.1, 0.5, 0.9], 1.0) == 0.5
+  assert claim_report.value_at([3.0, 1.0, 2.0], [0.1, 0.5, 0.9], 1.5) == pytest.approx(0.7)
+  targets = claim_report.matched_targets([[0.0, 4.0], [1.0, 6.0, 2.0]], num=3)
+  np.testing.assert_allclose(targets, [1.75, 2.5, 3.25])
+  assert claim_report.matched_targets([[0.0, 1.0], [2.0, 3.0]]).size == 0
+
+
+def _mean_point(values, name="semantic_recall", extra=None):
+  values = np.asarray(values, np.float64)
+  stats = {name: lambda idx: values[idx].mean()}
+  metrics = {name: values.mean()}
+  for k, v in (extra or {}).items():
+    v = np.asarray(v, np.float64)
+    stats[k] = (lambda vv: lambda idx: vv[idx].mean())(v)
+    metrics[k] = v.mean()
+  return claim_report.PointStats({"metrics": metrics}, stats, len(values))
+
+
+def test_fixed_comparison_interval_matches_the_normal_approximation():
+  rng = np.random.default_rng(0)
+  a = rng.binomial(1, 0.7, 1000).astype(float)
+  b = rng.binomial(1, 0.6, 1000).astype(float)
+  res = claim_report.compare_fixed(_mean_point(a), _mean_point(b), ["semantic_recall"], 2000, 0)
+  r = res["semantic_recall"]
+  se = np.sqrt(a.var() / len(a) + b.var() / len(b))
+  assert r["difference"] == pytest.approx(a.mean() - b.mean())
+  # Monte Carlo with 2000 replicates: the percentile ends within 10 % of 1.96 se.
+  lo, hi = r["interval"]
+  assert lo == pytest.approx(r["difference"] - 1.96 * se, abs=0.1 * 1.96 * se)
+  assert hi == pytest.approx(r["difference"] + 1.96 * se, abs=0.1 * 1.96 * se)
+
+
+def test_matched_comparison_reads_each_curve_at_the_same_fidelity():
+  rng = np.random.default_rng(1)
+  n = 400
+
+  def sweep(fids, corrs):
+    # Per-sample values with the given means (exact), so the curves are known.
+    pts = []
+    for f, c in zip(fids, corrs):
+      fv = f + rng.normal(0, 0.05, n)
+      cv = c + rng.normal(0, 0.05, n)
+      pts.append(_mean_point(cv - cv.mean() + c, extra={"fd_seg": fv - fv.mean() + f}))
+    return pts
+
+  a = sweep([1.0, 0.6, 0.4, 0.5], [0.2, 0.5, 0.7, 0.8])
+  b = sweep([0.9, 0.5, 0.45, 0.7], [0.1, 0.3, 0.5, 0.6])
+  rows = claim_report.compare_matched(a, b, "fd_seg", "semantic_recall", 200, 0, num_targets=3)
+  assert len(rows) == 3
+  for r in rows:
+    t = r["target"]
+    assert 0.45 < t < 0.9
+    assert r["a"] == pytest.approx(claim_report.value_at([1.0, 0.6, 0.4, 0.5], [0.2, 0.5, 0.7, 0.8], t))
+    assert r["b"] == pytest.approx(claim_report.value_at([0.9, 0.5, 0.45, 0.7], [0.1, 0.3, 0.5, 0.6], t))
+    assert r["difference"] == pytest.approx(r["a"] - r["b"])
+    lo, hi = r["interval"]
+    assert lo < r["difference"] < hi and hi - lo < 0.2
+    assert r["replicates_used"] > 150
