@@ -94,6 +94,9 @@ def test_protocol_change_is_refused_and_runs_are_only_added(tmp_path):
     pc.check_protocol(tmp_path, {**pc.PROTOCOL, "num_steps": 10}, pc.GRID[:3])
   with pytest.raises(ValueError, match="no longer in the grid"):
     pc.check_protocol(tmp_path, pc.PROTOCOL, pc.GRID[1:3])
+  pc.check_protocol(tmp_path, {**pc.PROTOCOL, "new_measurement": 1}, pc.GRID[:3])  # a setting added: fine
+  with pytest.raises(ValueError, match="new_measurement"):
+    pc.check_protocol(tmp_path, pc.PROTOCOL, pc.GRID[:3])  # ...and then never removed
 
 
 def test_sigterm_is_passed_on_to_the_job(tmp_path):

@@ -163,12 +163,13 @@ def collect(out: pathlib.Path, protocol: dict, grid) -> dict:
     stages = paper_claim.run_stages(out, protocol, spec)
     entry = {"spec": {"arm": spec.arm, "fraction": spec.fraction, "seed": spec.seed,
                       "captioned": spec.captioned, "overrides": [list(o) for o in spec.overrides]},
-             "stages": {}, "sweep": None, "chosen": None}
+             "stages": {}, "sweep": None, "chosen": None, "clustering": None,
+             "clustering_qsample": None, "outpainting": None}
     for st in stages:
       summary = paper_claim.stage_summary(out, st)
       entry["stages"][st.key.split("/")[0]] = summary
       kind = st.key.split("/")[0]
-      if kind in ("sweep", "chosen") and summary["done"]:
+      if kind in ("sweep", "chosen", "clustering", "clustering_qsample", "outpainting") and summary["done"]:
         entry[kind] = _read_json(st.output)
     runs[spec.name] = entry
   return runs
@@ -242,7 +243,61 @@ def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict, grid,
   fileio.atomic_write_text(results / "claim.json", json.dumps(record, indent=1))
   fileio.atomic_write_text(results / "claim.md", markdown(record))
   plot(record, results / "fidelity_vs_correspondence.png")
+  clustering_figure(record, dataset, results / "clustering.png")
   return record
+
+
+def _majority_colours(clusters, layouts, colours) -> np.ndarray:
+  """Colours each cluster by the true class most of its pixels have (display only)."""
+  out = np.zeros(clusters.shape + (3,), np.uint8)
+  for c in np.unique(clusters):
+    sel = clusters == c
+    out[sel] = colours[np.bincount(layouts[sel].ravel()).argmax()]
+  return out
+
+
+def clustering_figure(record: dict, dataset: str, path: pathlib.Path, rows: int = 4) -> None:
+  """Paper Fig. 8: images, true layouts, and the k-means clusters of the decoder's
+  full-resolution features at each t, joint next to image-only (the 100 % pair)."""
+  from gcd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  pair = None
+  for c in record["comparisons"]:
+    j, i = record["runs"][c["joint"]], record["runs"][c["image_only"]]
+    if j.get("clustering") and i.get("clustering") and (pair is None or c["fraction"] == "100%"):
+      pair = (c["joint"], j, c["image_only"], i)
+  if pair is None:
+    return
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  colours = np.asarray(pipeline.layout_classes(dataset).colors, np.uint8)
+  maps = {name: np.load(pathlib.Path(r["stages"]["clustering"]["output"]).with_suffix(".npz"))
+          for name, r in ((pair[0], pair[1]), (pair[2], pair[3]))}
+  steps = list(pair[1]["clustering"]["steps"])
+  base = maps[pair[0]]
+  rows = min(rows, len(base["images"]))
+  cols = 2 + 2 * len(steps)
+  fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(1.3 * cols, 1.4 * rows))
+  for r in range(rows):
+    panels = [("image", base["images"][r]), ("layout", colours[base["layouts"][r]])]
+    for t in steps:
+      for name in (pair[0], pair[2]):
+        m = maps[name][f"t{t}_level0"][r]
+        label = f"{'joint' if name == pair[0] else 'image-only'}\nt={t}"
+        panels.append((label, _majority_colours(m, base["layouts"][r], colours)))
+    for ax, (title, img) in zip(axes[r], panels):
+      ax.imshow(img, interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(title, fontsize=6)
+  fig.suptitle(f"k-means of decoder features (K = classes, level 0): {pair[0]} vs {pair[2]}", fontsize=7)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp.png")
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
 
 
 def markdown(record: dict) -> str:
@@ -282,6 +337,38 @@ def markdown(record: dict) -> str:
       lines.append(f"| {c['fraction']} | {c['seed']} | {m['fidelity']} | {m['target']:.3f} | "
                    f"{m['correspondence']} | {_fmt(m['a'], m['a_interval'])} | "
                    f"{_fmt(m['b'], m['b_interval'])} | {_fmt(m['difference'], m['interval'])} |")
+
+  lines += ["", "## Feature clustering (k-means of decoder features of noised test images)", "",
+            "NMI and ARI against the true layout [95 % interval over images]; the joint model's "
+            "layout input is noise (`clustering`) or the real layout noised to t (`q_sample`, "
+            "which carries the layout itself).", "",
+            "| run | layout input | t | level (resolution) | NMI | ARI |", "|---|---|---|---|---|---|"]
+  for name, r in record["runs"].items():
+    for kind in ("clustering", "clustering_qsample"):
+      c = r.get(kind)
+      if not c:
+        continue
+      for t, levels in c["steps"].items():
+        for lv, s in levels.items():
+          lines.append(f"| {name} | {c.get('layout_input') or '-'} | {t} | {lv} ({s['resolution'][0]}x"
+                       f"{s['resolution'][1]}) | {_fmt(s['nmi'], s['nmi_interval'])} | "
+                       f"{_fmt(s['ari'], s['ari_interval'])} |")
+
+  lines += ["", "## Cross-modal outpainting (the joint model's RePaint sampler)", "",
+            "| run | task | mIoU | fd_seg |", "|---|---|---|---|"]
+  for name, r in record["runs"].items():
+    o = r.get("outpainting")
+    if not o:
+      continue
+    for key, e in o["image_to_layout"].items():
+      what = ("trained segmentation network (supervised)" if key == "segnet"
+              else f"image -> layout, {key}")
+      lines.append(f"| {name} | {what} | {_fmt(e['miou']['value'], e['miou']['interval'])} | |")
+    for key, e in o["layout_to_image"].items():
+      fd = e.get("fd_seg", {})
+      lines.append(f"| {name} | layout -> image, {key} (oracle reading vs the given layout) | "
+                   f"{_fmt(e['miou']['value'], e['miou']['interval'])} | "
+                   f"{_fmt(fd.get('value'), fd.get('interval'))} |")
 
   lines += ["", "## Budget", "", "| stage | wall time (min) | attempts | hardware |", "|---|---|---|---|"]
   total = 0.0

@@ -71,6 +71,11 @@ PROTOCOL = {
     "chosen_guidance": 2.0,  # fixed before any result was seen: the configs' default
     "chosen_samples": 1000,
     "judge_steps": 1500,  # segnet for fd_seg, trained on the 8,000 training scenes
+    # Feature clustering (gcd_jax.experiments.clustering): test images noised to t.
+    "clustering_images": 100,
+    "clustering_steps": (100, 200, 400, 800),
+    # Cross-modal outpainting (gcd_jax.experiments.outpainting) of the joint 100 % run.
+    "outpainting_images": 200,
 }
 
 ARMS = {"joint": "shapes.py", "image_only": "shapes_image_only.py"}
@@ -177,9 +182,29 @@ def run_stages(out: pathlib.Path, protocol: dict, spec: RunSpec) -> list[Stage]:
                      "--guidance", ",".join(f"{g:g}" for g in guidance),
                      "--segnet", str(judge_dir(out)), "--json", str(path)), path)
 
-  return [train,
-          evaluation("sweep", protocol["sweep_guidance"], protocol["sweep_samples"]),
-          evaluation("chosen", (protocol["chosen_guidance"],), protocol["chosen_samples"])]
+  def clustering(stage, layout_input):
+    path = result_path(out, spec, stage)
+    return Stage(f"{stage}/{spec.name}",
+                 _py("gcd_jax.experiments.clustering", "--workdir", str(wd), "--out", str(path),
+                     "--num-images", str(protocol["clustering_images"]),
+                     "--steps", ",".join(str(t) for t in protocol["clustering_steps"]),
+                     "--layout-input", layout_input), path)
+
+  stages = [train,
+            evaluation("sweep", protocol["sweep_guidance"], protocol["sweep_samples"]),
+            evaluation("chosen", (protocol["chosen_guidance"],), protocol["chosen_samples"])]
+  if "clustering_steps" in protocol:
+    stages.append(clustering("clustering", "noise"))
+    if spec.arm == "joint":
+      stages.append(clustering("clustering_qsample", "q_sample"))
+  if ("outpainting_images" in protocol and spec.arm == "joint" and spec.fraction == 100
+      and spec.captioned is None and not spec.overrides and spec.seed == 0):
+    path = result_path(out, spec, "outpainting")
+    stages.append(Stage(f"outpainting/{spec.name}",
+                        _py("gcd_jax.experiments.outpainting", "--workdir", str(wd), "--out", str(path),
+                            "--num-images", str(protocol["outpainting_images"]),
+                            "--segnet", str(judge_dir(out))), path))
+  return stages
 
 
 def select(grid, only: str | None) -> list[RunSpec]:
@@ -248,9 +273,12 @@ def check_protocol(out: pathlib.Path, protocol: dict, grid) -> None:
   path = out / "protocol.json"
   if path.exists():
     old = json.loads(path.read_text())
-    if old["protocol"] != record["protocol"]:
-      raise ValueError(f"{path}: this directory holds runs of another protocol:\n  {old['protocol']}\n"
-                       f"now:\n  {record['protocol']}\nUse another --out.")
+    # Settings may be added (a new measurement), never changed.
+    changed = {k: (v, record["protocol"].get(k, "<removed>")) for k, v in old["protocol"].items()
+               if record["protocol"].get(k, "<removed>") != v}
+    if changed:
+      raise ValueError(f"{path}: this directory holds runs of another protocol; changed "
+                       f"(was, now): {changed}. Use another --out.")
     if old["grid"] != record["grid"]:
       old_names = [s for s in old["grid"] if s not in record["grid"]]
       if old_names:
@@ -322,6 +350,9 @@ def run_stage(out: pathlib.Path, stage: Stage, *, python: str, progress_every: f
   log_path.parent.mkdir(parents=True, exist_ok=True)
   attempt = {"start": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "hardware": hardware(), "log": str(log_path)}
+  # Recorded now, so that `status` shows it running (or, after a kill, interrupted).
+  write_state(out, stage.key, {"done": False, "spec": stage.spec(out),
+                               "attempts": state.get("attempts", []) + [attempt]})
   t0 = time.time()
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   with open(log_path, "ab") as f:
@@ -401,6 +432,8 @@ def stage_summary(out: pathlib.Path, stage: Stage) -> dict:
   attempts = state.get("attempts", [])
   return {"key": stage.key, "done": bool(state.get("done")) and state.get("spec") == stage.spec(out),
           "attempts": len(attempts), "wall_s": round(sum(a.get("wall_s", 0) for a in attempts), 1),
+          "unfinished": bool(attempts) and "rc" not in attempts[-1],
+          "output": None if stage.output is None else str(stage.output),
           "hardware": attempts[-1]["hardware"] if attempts else None}
 
 
@@ -411,8 +444,9 @@ def cmd_status(args) -> int:
   for s in stages:
     r = stage_summary(out, s)
     total += r["wall_s"]
-    mark = "done" if r["done"] else ("started" if r["attempts"] else "-")
-    print(f"{s.key:48s} {mark:8s} {r['wall_s'] / 60:7.1f} min  {r['attempts']} attempt(s)")
+    mark = ("done" if r["done"] else "running/stopped" if r["unfinished"]
+            else "failed" if r["attempts"] else "-")
+    print(f"{s.key:48s} {mark:15s} {r['wall_s'] / 60:7.1f} min  {r['attempts']} attempt(s)")
   print(f"total wall time so far: {total / 3600:.2f} h")
   return 0
 

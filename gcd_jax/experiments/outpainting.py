@@ -1,0 +1,141 @@
+"""Cross-modal outpainting of a joint model, measured (paper Fig. 9).
+
+  python -m gcd_jax.experiments.outpainting --workdir RUN --out RUN_outpainting.json \
+      [--num-images 200] [--segnet SEGNET]
+
+On the first N test pairs, with their captions, the joint model's RePaint
+sampler (`config.sample.repaint_method` / `repaint_steps`, guidance as the
+config's) keeps one modality and generates the other:
+
+  image -> layout  (segmentation by outpainting), R = 1 and R = 5 resamplings
+                   per step: mIoU of the generated layouts against the true
+                   layouts; beside it, the mIoU of the trained segmentation
+                   network (--segnet) on the same images, the supervised answer.
+  layout -> image  (semantic image synthesis), R = 5: mIoU of the segmenter's
+                   reading of the generated images (the exact oracle on
+                   synthetic_scenes) against the given layouts, and fd_seg of the
+                   generated images against the real ones (--segnet features).
+
+95 % intervals bootstrap over images. mIoU is over the classes present in
+either layout of the pooled confusion (gcd_jax.metrics.layout_metrics.miou).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from gcd_jax import fileio
+
+
+def _miou_stat(pred, target, k, ignore):
+  from gcd_jax.metrics import layout_metrics  # pylint: disable=g-import-not-at-top
+  return lambda idx: layout_metrics.miou(pred[idx], target[idx], k, ignore)[0]
+
+
+def _with_interval(stat, n, replicates, seed) -> dict:
+  from gcd_jax.evaluators import base  # pylint: disable=g-import-not-at-top
+  return {"value": float(stat(np.arange(n))),
+          "interval": list(base.bootstrap_interval(stat, n, replicates, seed))}
+
+
+def generate(run, captions, known: dict, resample: int, batch_size: int, seed: int):
+  """The RePaint sampler over all captions in padded batches: ({"image", "layout"} numpy,
+  the sampler's settings)."""
+  from gcd_jax import sampling  # pylint: disable=g-import-not-at-top
+  cfg = sampling.SamplerConfig.from_config(run.config.sample, known=True, resample=resample)
+  n = len(captions)
+  outs = {"image": [], "layout": []}
+  for start in range(0, n, batch_size):
+    stop = min(start + batch_size, n)
+    pad = batch_size - (stop - start)
+    caps = list(captions[start:stop]) + [captions[stop - 1]] * pad
+    chunk = {k: np.concatenate([v[start:stop]] + [v[stop - 1:stop]] * pad) for k, v in known.items()}
+    out = run.sample(caps, seed=seed + start, cfg=cfg, known=chunk)
+    for k in outs:
+      outs[k].append(np.asarray(out[k])[: stop - start])
+  return {k: np.concatenate(v) for k, v in outs.items()}, dataclasses.asdict(cfg)
+
+
+def run_outpainting(workdir: str, *, num_images: int = 200, segnet: str | None = None,
+                    resamples=(1, 5), batch_size: int = 50, seed: int = 0, bootstrap: int = 200) -> dict:
+  from gcd_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  from gcd_jax import visualize  # pylint: disable=g-import-not-at-top
+  from gcd_jax.evaluators import base, suite  # pylint: disable=g-import-not-at-top
+  from gcd_jax.evaluators import metrics as ev_metrics  # pylint: disable=g-import-not-at-top
+  run = run_lib.load(workdir)
+  if not run.has_layout:
+    raise ValueError(f"{workdir}: an image-only model has no layout to outpaint")
+  c = run.config
+  ref = suite.load_reference(run.dataset, c.data.eval_split, num_images, (c.data.height, c.data.width),
+                             c.data.data_dir or None)
+  judges = suite.make_judges(ref, segnet=segnet, cache_dir=run.workdir / "eval" / "reference")
+  ctx = base.Context(ref, judges, replicates=bootstrap, seed=seed)
+  k, ignore = ref.classes.num_classes, ref.classes.ignore_id
+  n = len(ref.captions)
+  real_image = ref.images.astype(np.float32) / 127.5 - 1
+  everything = np.ones(ref.layouts.shape, bool)
+  record = {"workdir": str(pathlib.Path(workdir).absolute()), "checkpoint_step": run.step,
+            "dataset": run.dataset, "split": c.data.eval_split, "num_images": n,
+            "segmenter": judges.segmenter_identity, "image_to_layout": {}, "layout_to_image": {}}
+
+  for r in resamples:
+    t = time.time()
+    out, cfg = generate(run, ref.captions, {"image": real_image, "image_mask": everything},
+                        r, batch_size, seed)
+    record["image_to_layout"][f"R={r}"] = {
+        "miou": _with_interval(_miou_stat(out["layout"], ref.layouts, k, ignore), n, bootstrap, seed),
+        "sampler": cfg, "seconds": time.time() - t}
+  if judges.segnet_features is not None:
+    from gcd_jax import segnet as segnet_lib  # pylint: disable=g-import-not-at-top
+    net = segnet_lib.load(segnet)
+    pred = np.asarray(net(ref.images))
+    record["image_to_layout"]["segnet"] = {
+        "miou": _with_interval(_miou_stat(pred, ref.layouts, k, ignore), n, bootstrap, seed),
+        "identity": net.identity}
+
+  t = time.time()
+  out, cfg = generate(run, ref.captions, {"layout": ref.layouts.astype(np.int32), "layout_mask": everything},
+                      5, batch_size, seed)
+  samples = base.Samples(visualize.to_uint8(out["image"]), None, judges)
+  entry = {"miou": _with_interval(_miou_stat(samples.image_layouts, ref.layouts, k, ignore), n,
+                                  bootstrap, seed), "sampler": cfg, "seconds": time.time() - t}
+  if judges.segnet_features is not None:
+    for name, stat in ev_metrics.FDSeg().statistics(ctx, samples).items():
+      entry[name] = _with_interval(stat, n, bootstrap, seed)
+  record["layout_to_image"]["R=5"] = entry
+  return record
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m gcd_jax.experiments.outpainting",
+                              description=__doc__.split("\n\n")[0])
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--out", required=True, help="the JSON record")
+  p.add_argument("--num-images", type=int, default=200)
+  p.add_argument("--segnet", default=None, help="a trained segmentation network (fd_seg, the segnet mIoU)")
+  p.add_argument("--batch-size", type=int, default=50)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--bootstrap", type=int, default=200)
+  args = p.parse_args(argv)
+  from gcd_jax import compilation_cache  # pylint: disable=g-import-not-at-top
+  compilation_cache.enable()
+  try:
+    record = run_outpainting(args.workdir, num_images=args.num_images, segnet=args.segnet,
+                             batch_size=args.batch_size, seed=args.seed, bootstrap=args.bootstrap)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  fileio.atomic_write_text(pathlib.Path(args.out), json.dumps(record, indent=1))
+  print(json.dumps({k: record[k] for k in ("image_to_layout", "layout_to_image")}, indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
