@@ -69,6 +69,8 @@ def test_commands_are_recorded_with_portable_paths(tmp_path):
   assert "<out>/runs/joint_25_s0" in train and "<repo>/configs/shapes.py" in train
   assert str(tmp_path) not in " ".join(train)
   assert "--config.data.train_split=train_25" in train
+  # Training is done only when the final checkpoint exists (a preempted main exits 0 too).
+  assert stages[0].output == out / "runs" / "joint_25_s0" / "checkpoints" / str(pc.PROTOCOL["num_steps"])
 
 
 def test_grid_pairs_every_joint_run_with_its_image_only_twin():

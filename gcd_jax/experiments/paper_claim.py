@@ -171,9 +171,11 @@ def global_stages(out: pathlib.Path, protocol: dict) -> list[Stage]:
 
 def run_stages(out: pathlib.Path, protocol: dict, spec: RunSpec) -> list[Stage]:
   wd = run_dir(out, spec)
+  # Done only with the final checkpoint: main also exits 0 after a SIGTERM's save.
   train = Stage(f"train/{spec.name}",
                 _py("gcd_jax.main", "--config", str(CONFIGS / ARMS[spec.arm]), "--workdir", str(wd),
-                    *spec.config_overrides(protocol)))
+                    *spec.config_overrides(protocol)),
+                wd / "checkpoints" / str(protocol["num_steps"]))
 
   def evaluation(stage, guidance, n):
     path = result_path(out, spec, stage)
@@ -430,7 +432,9 @@ def cmd_run(args) -> int:
 def stage_summary(out: pathlib.Path, stage: Stage) -> dict:
   state = read_state(out, stage.key)
   attempts = state.get("attempts", [])
-  return {"key": stage.key, "done": bool(state.get("done")) and state.get("spec") == stage.spec(out),
+  done = (bool(state.get("done")) and state.get("spec") == stage.spec(out)
+          and (stage.output is None or stage.output.exists()))
+  return {"key": stage.key, "done": done,
           "attempts": len(attempts), "wall_s": round(sum(a.get("wall_s", 0) for a in attempts), 1),
           "unfinished": bool(attempts) and "rc" not in attempts[-1],
           "output": None if stage.output is None else str(stage.output),
