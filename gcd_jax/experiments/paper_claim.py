@@ -437,6 +437,7 @@ def stage_summary(out: pathlib.Path, stage: Stage) -> dict:
   return {"key": stage.key, "done": done,
           "attempts": len(attempts), "wall_s": round(sum(a.get("wall_s", 0) for a in attempts), 1),
           "unfinished": bool(attempts) and "rc" not in attempts[-1],
+          "last_rc": attempts[-1].get("rc") if attempts else None,
           "output": None if stage.output is None else str(stage.output),
           "hardware": attempts[-1]["hardware"] if attempts else None}
 
@@ -448,8 +449,8 @@ def cmd_status(args) -> int:
   for s in stages:
     r = stage_summary(out, s)
     total += r["wall_s"]
-    mark = ("done" if r["done"] else "running/stopped" if r["unfinished"]
-            else "failed" if r["attempts"] else "-")
+    mark = ("done" if r["done"] else "running/killed" if r["unfinished"]
+            else "stopped" if r["last_rc"] == 0 else "failed" if r["attempts"] else "-")
     print(f"{s.key:48s} {mark:15s} {r['wall_s'] / 60:7.1f} min  {r['attempts']} attempt(s)")
   print(f"total wall time so far: {total / 3600:.2f} h")
   return 0
