@@ -176,7 +176,9 @@ def collect(out: pathlib.Path, protocol: dict, grid) -> dict:
 
 
 def _pairs(grid):
-  """(fraction label, seed, joint spec, image-only spec) for every comparable pair."""
+  """(label, seed, spec a, spec b) for every comparison a - b: each joint run
+  against its image-only twin (label "25%"), and each captions-scarce run
+  against both arms trained on its captioned fraction alone."""
   by = {(s.arm, s.fraction, s.captioned, s.seed, s.overrides): s for s in grid}
   pairs = []
   for s in grid:
@@ -184,6 +186,12 @@ def _pairs(grid):
       other = by.get(("image_only", s.fraction, None, s.seed, ()))
       if other is not None:
         pairs.append((f"{s.fraction}%", s.seed, s, other))
+  for s in grid:
+    if s.captioned is not None and not s.overrides:
+      for arm in ("joint", "image_only"):
+        other = by.get((arm, s.captioned, None, s.seed, ()))
+        if other is not None:
+          pairs.append((f"captions {s.captioned}% of {s.fraction}%", s.seed, s, other))
   return pairs
 
 
@@ -223,9 +231,9 @@ def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict, grid,
     return point_cache[key]
 
   comparisons = []
-  for label, s, joint_spec, image_spec in _pairs(grid):
-    j, i = runs[joint_spec.name], runs[image_spec.name]
-    row = {"fraction": label, "seed": s, "joint": joint_spec.name, "image_only": image_spec.name}
+  for label, s, spec_a, spec_b in _pairs(grid):
+    j, i = runs[spec_a.name], runs[spec_b.name]
+    row = {"label": label, "seed": s, "a": spec_a.name, "b": spec_b.name}
     if j["chosen"] and i["chosen"]:
       row["fixed_guidance"] = compare_fixed(stats_of(j["chosen"][0]), stats_of(i["chosen"][0]),
                                             FIDELITY + CORRESPONDENCE, bootstrap, seed)
@@ -262,9 +270,11 @@ def clustering_figure(record: dict, dataset: str, path: pathlib.Path, rows: int 
   from gcd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   pair = None
   for c in record["comparisons"]:
-    j, i = record["runs"][c["joint"]], record["runs"][c["image_only"]]
-    if j.get("clustering") and i.get("clustering") and (pair is None or c["fraction"] == "100%"):
-      pair = (c["joint"], j, c["image_only"], i)
+    if not c["label"].endswith("%") or c["label"].startswith("captions"):
+      continue  # twins only
+    j, i = record["runs"][c["a"]], record["runs"][c["b"]]
+    if j.get("clustering") and i.get("clustering") and (pair is None or c["label"] == "100%"):
+      pair = (c["a"], j, c["b"], i)
   if pair is None:
     return
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -320,21 +330,23 @@ def markdown(record: dict) -> str:
       cells = ["pending"] + [""] * (len(CORRESPONDENCE + FIDELITY + PARTS + LAYOUT_SIDE) - 1)
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
-  lines += ["", "## Joint minus image-only at the fixed guidance", "",
-            "| fraction | seed | " + " | ".join(CORRESPONDENCE + FIDELITY) + " |",
-            "|---" * (2 + len(CORRESPONDENCE + FIDELITY)) + "|"]
+  lines += ["", "## a minus b at the fixed guidance", "",
+            "Each joint run minus its image-only twin (same data, seed and budget), and the "
+            "captions-scarce run minus both arms trained on its captioned part alone.", "",
+            "| data | a | b | " + " | ".join(CORRESPONDENCE + FIDELITY) + " |",
+            "|---" * (3 + len(CORRESPONDENCE + FIDELITY)) + "|"]
   for c in record["comparisons"]:
     if "fixed_guidance" in c:
       fg = c["fixed_guidance"]
-      lines.append(f"| {c['fraction']} | {c['seed']} | " + " | ".join(
+      lines.append(f"| {c['label']} | {c['a']} | {c['b']} | " + " | ".join(
           _fmt(fg[k]["difference"], fg[k]["interval"]) for k in CORRESPONDENCE + FIDELITY) + " |")
 
   lines += ["", "## At matched fidelity (along the guidance sweeps)", "",
-            "| fraction | seed | fidelity | at | correspondence | joint | image-only | joint - image-only |",
-            "|---|---|---|---|---|---|---|---|"]
+            "| data | a | b | fidelity | at | correspondence | a | b | a - b |",
+            "|---|---|---|---|---|---|---|---|---|"]
   for c in record["comparisons"]:
     for m in c.get("matched", []):
-      lines.append(f"| {c['fraction']} | {c['seed']} | {m['fidelity']} | {m['target']:.3f} | "
+      lines.append(f"| {c['label']} | {c['a']} | {c['b']} | {m['fidelity']} | {m['target']:.3f} | "
                    f"{m['correspondence']} | {_fmt(m['a'], m['a_interval'])} | "
                    f"{_fmt(m['b'], m['b_interval'])} | {_fmt(m['difference'], m['interval'])} |")
 
