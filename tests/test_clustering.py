@@ -121,7 +121,24 @@ def test_decoder_features_per_level_and_what_the_layout_input_carries(tiny_run):
 
   f = feats(layouts, "noise")
   levels = sorted(f)
-  assert levels == list(range(len(levels))) and len(levels) >= 2
+  cfg = tiny_run.model.config
+  assert levels == list(range(cfg.num_levels)) and len(levels) >= 2
+  # Each level's features are the output of its last decoder block, up_{level}_res_{num_res_blocks}
+  # (named from the config here), captured independently.
+  x = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
+  y = rng.integers(0, 8, (2, 16, 16)).astype(np.int32)
+  lam = np.array([0.5, -1.0], np.float32)
+  text, mask = tiny_run.text.batch(["a", "b"])
+  got = clustering.decoder_feature_fn(tiny_run)(tiny_run.params, x, y, lam, text, mask)
+  for lv in levels:
+    name = f"up_{lv}_res_{cfg.num_res_blocks[lv]}"
+    _, state = tiny_run.model.apply({"params": tiny_run.params}, x, y, lam, text, mask, train=False,
+                                    capture_intermediates=lambda m, meth, name=name: m.name == name,
+                                    mutable=["intermediates"])
+    (want,) = [v for p, v in jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]
+               if any(getattr(q, "key", None) == name for q in p)]
+    # (jit against eager: float32 rounding; another block differs by O(1))
+    np.testing.assert_allclose(got[lv], want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
   for level in levels:
     assert f[level].shape[:3] == (n, 16 // 2**level, 16 // 2**level)
   # Noise mode never reads the real layout; q_sample mode does (at t = 50 most labels survive).

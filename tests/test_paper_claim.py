@@ -5,9 +5,10 @@ commands, and the comparisons are checked against brute force and closed forms.
 """
 
 import json
+import os
 import signal
-import subprocess
-import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -105,17 +106,32 @@ def test_protocol_change_is_refused_and_runs_are_only_added(tmp_path):
     pc.check_protocol(tmp_path, pc.PROTOCOL, pc.GRID[:3])  # ...and then never removed
 
 
-def test_sigterm_is_passed_on_to_the_job(tmp_path):
-  marker = tmp_path / "got_sigterm"
-  child = subprocess.Popen([sys.executable, "-c",
-                            "import signal, sys, time\n"
-                            f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w'), sys.exit(0)))\n"
-                            "print('ready', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE)
-  assert child.stdout.readline().strip() == b"ready"
-  forward = pc._Forward()  # pylint: disable=protected-access
-  forward.proc = child
-  forward(signal.SIGTERM, None)
-  assert child.wait(timeout=20) == 0 and marker.exists() and forward.stopped
+def test_sigterm_to_the_driver_reaches_the_job_in_its_own_session(tmp_path):
+  out = tmp_path / "exp"
+  marker = tmp_path / "job"
+  code = ("import os, signal, sys, time\n"
+          f"def stop(*a):\n  open({str(marker)!r}, 'w').write(str(os.getsid(0)))\n  sys.exit(0)\n"
+          "signal.signal(signal.SIGTERM, stop)\n"
+          f"open({str(marker) + '.ready'!r}, 'w').write('')\n"
+          "time.sleep(60)")
+  stages = [_stage(tmp_path, "slow/x", code, output=tmp_path / "never"),
+            _stage(tmp_path, "after/x", f"open({str(tmp_path / 'after')!r}, 'w')")]
+
+  def send_when_ready():
+    deadline = time.time() + 60
+    while not (tmp_path / "job.ready").exists() and time.time() < deadline:
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would, to the driver only
+
+  threading.Thread(target=send_when_ready, daemon=True).start()
+  t = time.time()
+  assert pc.run_all(out, stages, progress_every=0.1, log=_quiet) == 130
+  assert time.time() - t < 30  # the job stopped on the passed-on SIGTERM, not after its sleep
+  assert int(marker.read_text()) != os.getsid(0)  # its own session: a terminal's Ctrl-C misses it
+  assert not (tmp_path / "after").exists()  # the driver stopped after the job
+  state = pc.read_state(out, "slow/x")
+  assert not state["done"] and state["attempts"][-1]["rc"] == 0 and state["attempts"][-1]["wall_s"] > 0
+  assert "git_commit" in state["attempts"][-1]["code"]
 
 
 def test_report_tables_from_partial_results(tmp_path):
@@ -132,7 +148,8 @@ def test_report_tables_from_partial_results(tmp_path):
   runs = claim_report.collect(out, pc.PROTOCOL, pc.GRID)
   assert runs[spec.name]["chosen"] == record and runs[spec.name]["sweep"] is None
   assert runs["image_only_25_s0"]["chosen"] is None
-  text = claim_report.markdown({"protocol": pc.PROTOCOL, "runs": runs, "comparisons": []})
+  text = claim_report.markdown({"protocol": pc.PROTOCOL, "runs": runs, "comparisons": [],
+                                "global_stages": []})
   assert "| joint_25_s0 | 0.800 [0.780, 0.820] | 0.400 |" in text
   assert "| image_only_25_s0 | pending |" in text
   assert "Total so far: 0.02 h." in text
@@ -229,3 +246,35 @@ def test_matched_comparison_reads_each_curve_at_the_same_fidelity():
     lo, hi = r["interval"]
     assert lo < r["difference"] < hi and hi - lo < 0.2
     assert r["replicates_used"] > 150
+
+
+def test_seed_spread_lists_every_seed():
+  rows = [{"label": "25%", "seed": s, "fixed_guidance": {"semantic_recall": {"difference": d}}}
+          for s, d in ((0, 0.05), (1, -0.01))]
+  rows.append({"label": "100%", "seed": 0, "fixed_guidance": {"semantic_recall": {"difference": 0.2}}})
+  spread = claim_report.seed_spread(rows)
+  assert list(spread) == ["25%"]
+  v = spread["25%"]["semantic_recall"]
+  assert v["differences"] == [0.05, -0.01] and v["mean"] == pytest.approx(0.02) and v["range"] == [-0.01, 0.05]
+
+
+def test_matched_bootstrap_is_paired_and_centres_a_frechet_like_bias():
+  """A fidelity that resampling inflates (like a Frechet distance of a set with
+  duplicates) must not push the replicate curves off the targets, and two arms
+  with the same samples must differ by exactly 0 in every (paired) replicate."""
+  rng = np.random.default_rng(3)
+  n = 300
+
+  def point(f, c):
+    corr = (rng.uniform(size=n) < c).astype(float)
+    # Duplicates raise it by about 1/e: a bias of 0.37 against a curve spanning 0.5.
+    stats = {"fd_seg": lambda idx, f=f: f + (1 - len(np.unique(idx)) / n),
+             "semantic_recall": lambda idx, v=corr: v[idx].mean()}
+    return claim_report.PointStats({"metrics": {"fd_seg": f, "semantic_recall": corr.mean()}}, stats, n)
+
+  sweep = [point(f, c) for f, c in [(1.0, 0.3), (0.8, 0.5), (0.6, 0.7), (0.5, 0.8)]]
+  rows = claim_report.compare_matched(sweep, sweep, "fd_seg", "semantic_recall", 200, 0, num_targets=5)
+  for r in rows:
+    assert r["replicates_used"] == 200
+    assert r["a_interval"][0] < r["a"] < r["a_interval"][1]
+    assert r["difference"] == 0 and r["interval"] == [0.0, 0.0]

@@ -10,16 +10,21 @@ written by `gcd_jax.evaluate --json`) and their stored samples, and writes to
                image-side correspondence along the guidance sweep, one panel per
                data fraction, both arms with their intervals
 
-Comparisons (joint minus image-only, same fraction and seed):
+Comparisons (a - b): each joint run minus its image-only twin (same fraction,
+seed and budget), and the captions-scarce run minus each arm trained on its
+captioned fraction alone:
   * at the guidance fixed in advance (1,000 samples each);
   * at matched fidelity: each arm's sweep is a curve (fidelity(g),
     correspondence(g)); `value_at` reads the correspondence where the curve
     reaches a target fidelity, interpolating linearly between sweep points, and
     the targets span the fidelity range both arms reach.
-Intervals are 95 % percentile bootstrap intervals over samples: each point's
-samples are resampled (the same indices for its fidelity and its
-correspondence), independently across points and arms, and the whole
-comparison is recomputed per replicate. Seed spread is reported beside them.
+Intervals are 95 % percentile bootstrap intervals over captions. Every point
+of both arms scores the same test captions with the same seeds, so one index
+vector per replicate resamples all of them (`paired_indices`). Each point's
+replicates are centred on its measured value (`replicate_table`: resampling
+inflates Frechet distances), and the whole comparison is recomputed per
+replicate. Where a fraction has several seeds, the per-seed differences, their
+mean and range are reported beside the intervals.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ def value_at(xs, ys, target: float) -> float:
 
 def matched_targets(curves, num: int = 5) -> np.ndarray:
   """`num` fidelity values spread over the range every curve reaches (empty if none)."""
+  curves = [np.asarray(c, np.float64) for c in curves]
+  if any(not np.all(np.isfinite(c)) for c in curves):
+    raise ValueError(f"fidelity curves must be finite, got {[c.tolist() for c in curves]}")
   lo = max(float(np.min(c)) for c in curves)
   hi = min(float(np.max(c)) for c in curves)
   if not lo < hi:
@@ -87,9 +95,73 @@ class PointStats:
     self.n = n
     self.metrics = record["metrics"]
 
-  def replicate(self, rng, keys):
-    idx = rng.integers(0, self.n, self.n)
-    return {k: float(self.stats[k](idx)) for k in keys}
+
+def paired_indices(n: int, replicates: int, seed: int) -> np.ndarray:
+  """[replicates, n] resampled sample indices, shared by every point compared.
+
+  Every sweep point of both arms scores the same N test captions with the same
+  seeds, sample i always answering caption i, so the points are paired by
+  caption: one index vector per replicate resamples captions for all of them.
+  """
+  return np.random.default_rng(seed).integers(0, n, (replicates, n))
+
+
+def replicate_table(points, keys, indices: np.ndarray) -> np.ndarray:
+  """[R, P, K] bias-corrected bootstrap replicates of each point's statistics.
+
+  Resampling with replacement duplicates samples, which inflates a Frechet
+  distance (fd_seg, image_fsd) by a roughly constant amount. Each column is
+  shifted by its bootstrap bias (mean of the replicates minus the point's value),
+  so that replicate curves are centred on the measured curve before they are
+  read at a target fidelity; for means (the correspondence metrics) the shift
+  is about zero.
+  """
+  for p in points:
+    if p.n != indices.shape[1]:
+      raise ValueError(f"paired bootstrap needs equal sample counts, got {p.n} and {indices.shape[1]}")
+  table = np.array([[[float(p.stats[k](idx)) for k in keys] for p in points] for idx in indices])
+  values = np.array([[p.metrics[k] for k in keys] for p in points], np.float64)
+  return table - (np.nanmean(table, axis=0) - values)[None]
+
+
+def compare_fixed(a: PointStats, b: PointStats, keys, replicates: int, seed: int) -> dict:
+  """a - b for each key, with a paired bootstrap interval (bias-corrected replicates)."""
+  keys = list(keys)
+  reps = replicate_table([a, b], keys, paired_indices(a.n, replicates, seed))
+  return {k: {"difference": a.metrics[k] - b.metrics[k],
+              "interval": percentile_interval(reps[:, 0, i] - reps[:, 1, i])}
+          for i, k in enumerate(keys)}
+
+
+def compare_matched(sweep_a: list[PointStats], sweep_b: list[PointStats], fidelity: str,
+                    correspondence: str, replicates: int, seed: int, num_targets: int = 5) -> list[dict]:
+  """Correspondence of both arms (and a - b) at equal `fidelity`, along their sweeps."""
+  fa = [p.metrics[fidelity] for p in sweep_a]
+  fb = [p.metrics[fidelity] for p in sweep_b]
+  ca = [p.metrics[correspondence] for p in sweep_a]
+  cb = [p.metrics[correspondence] for p in sweep_b]
+  targets = matched_targets([fa, fb], num_targets)
+  keys = (fidelity, correspondence)
+  table = replicate_table(list(sweep_a) + list(sweep_b), keys,
+                          paired_indices(sweep_a[0].n, replicates, seed))
+  na = len(sweep_a)
+  reps = np.full((replicates, len(targets), 2), np.nan)
+  for r in range(replicates):
+    for j, t in enumerate(targets):
+      reps[r, j, 0] = value_at(table[r, :na, 0], table[r, :na, 1], t)
+      reps[r, j, 1] = value_at(table[r, na:, 0], table[r, na:, 1], t)
+  rows = []
+  for j, t in enumerate(targets):
+    va, vb = value_at(fa, ca, t), value_at(fb, cb, t)
+    rows.append({
+        "fidelity": fidelity, "correspondence": correspondence, "target": float(t),
+        "a": va, "a_interval": percentile_interval(reps[:, j, 0]),
+        "b": vb, "b_interval": percentile_interval(reps[:, j, 1]),
+        "difference": va - vb, "interval": percentile_interval(reps[:, j, 0] - reps[:, j, 1]),
+        # Replicates in which a curve misses the target are left out of the interval.
+        "replicates_used": int(np.sum(np.isfinite(reps[:, j, 0] - reps[:, j, 1]))),
+    })
+  return rows
 
 
 def _load_point_stats(record: dict, judges_for) -> PointStats:
@@ -104,47 +176,23 @@ def _load_point_stats(record: dict, judges_for) -> PointStats:
   return PointStats(record, stats, len(samples))
 
 
-def compare_fixed(a: PointStats, b: PointStats, keys, replicates: int, seed: int) -> dict:
-  """a - b for each key, with a bootstrap interval (independent resampling of a and b)."""
-  rng = np.random.default_rng(seed)
-  reps = {k: [] for k in keys}
-  for _ in range(replicates):
-    ra, rb = a.replicate(rng, keys), b.replicate(rng, keys)
-    for k in keys:
-      reps[k].append(ra[k] - rb[k])
-  return {k: {"difference": a.metrics[k] - b.metrics[k], "interval": percentile_interval(reps[k])}
-          for k in keys}
-
-
-def compare_matched(sweep_a: list[PointStats], sweep_b: list[PointStats], fidelity: str,
-                    correspondence: str, replicates: int, seed: int, num_targets: int = 5) -> list[dict]:
-  """Correspondence of both arms (and a - b) at equal `fidelity`, along their sweeps."""
-  fa = [p.metrics[fidelity] for p in sweep_a]
-  fb = [p.metrics[fidelity] for p in sweep_b]
-  ca = [p.metrics[correspondence] for p in sweep_a]
-  cb = [p.metrics[correspondence] for p in sweep_b]
-  targets = matched_targets([fa, fb], num_targets)
-  rng = np.random.default_rng(seed)
-  keys = (fidelity, correspondence)
-  reps = np.full((replicates, len(targets), 2), np.nan)
-  for r in range(replicates):
-    ra = [p.replicate(rng, keys) for p in sweep_a]
-    rb = [p.replicate(rng, keys) for p in sweep_b]
-    for j, t in enumerate(targets):
-      reps[r, j, 0] = value_at([q[fidelity] for q in ra], [q[correspondence] for q in ra], t)
-      reps[r, j, 1] = value_at([q[fidelity] for q in rb], [q[correspondence] for q in rb], t)
-  rows = []
-  for j, t in enumerate(targets):
-    va, vb = value_at(fa, ca, t), value_at(fb, cb, t)
-    rows.append({
-        "fidelity": fidelity, "correspondence": correspondence, "target": float(t),
-        "a": va, "a_interval": percentile_interval(reps[:, j, 0]),
-        "b": vb, "b_interval": percentile_interval(reps[:, j, 1]),
-        "difference": va - vb, "interval": percentile_interval(reps[:, j, 0] - reps[:, j, 1]),
-        # Replicates in which a curve misses the target are left out of the interval.
-        "replicates_used": int(np.sum(np.isfinite(reps[:, j, 0] - reps[:, j, 1]))),
-    })
-  return rows
+def seed_spread(comparisons) -> dict:
+  """Per data label with several seeds: each seed's a - b at the fixed guidance,
+  their mean and range, per metric."""
+  by_label = {}
+  for c in comparisons:
+    if "fixed_guidance" in c:
+      by_label.setdefault(c["label"], []).append(c)
+  out = {}
+  for label, rows in by_label.items():
+    if len(rows) < 2:
+      continue
+    out[label] = {}
+    for k in rows[0]["fixed_guidance"]:
+      d = [r["fixed_guidance"][k]["difference"] for r in rows]
+      out[label][k] = {"seeds": [r["seed"] for r in rows], "differences": d,
+                       "mean": float(np.mean(d)), "range": [float(np.min(d)), float(np.max(d))]}
+  return out
 
 
 # ---------------------------------------------------------------------------
@@ -246,6 +294,9 @@ def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict, grid,
       comparisons.append(row)
 
   record = {"protocol": protocol, "runs": runs, "comparisons": comparisons,
+            "seed_spread": seed_spread(comparisons),
+            "global_stages": [paper_claim.stage_summary(out, st)
+                              for st in paper_claim.global_stages(out, protocol)],
             "bootstrap": {"replicates": bootstrap, "seed": seed, "level": 0.95}}
   results.mkdir(parents=True, exist_ok=True)
   fileio.atomic_write_text(results / "claim.json", json.dumps(record, indent=1))
@@ -341,6 +392,14 @@ def markdown(record: dict) -> str:
       lines.append(f"| {c['label']} | {c['a']} | {c['b']} | " + " | ".join(
           _fmt(fg[k]["difference"], fg[k]["interval"]) for k in CORRESPONDENCE + FIDELITY) + " |")
 
+  if record.get("seed_spread"):
+    lines += ["", "Over seeds (a - b at the fixed guidance, one value per seed; mean [min, max]):", "",
+              "| data | metric | per seed | mean [min, max] |", "|---|---|---|---|"]
+    for label, metrics in record["seed_spread"].items():
+      for k, v in metrics.items():
+        per = ", ".join(f"s{s}: {d:.3f}" for s, d in zip(v["seeds"], v["differences"]))
+        lines.append(f"| {label} | {k} | {per} | {_fmt(v['mean'], v['range'])} |")
+
   lines += ["", "## At matched fidelity (along the guidance sweeps)", "",
             "| data | a | b | fidelity | at | correspondence | a | b | a - b |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -384,6 +443,11 @@ def markdown(record: dict) -> str:
 
   lines += ["", "## Budget", "", "| stage | wall time (min) | attempts | hardware |", "|---|---|---|---|"]
   total = 0.0
+  for s in record.get("global_stages", []):
+    total += s["wall_s"]
+    hw = s["hardware"] or {}
+    lines.append(f"| {s['key']} | {s['wall_s'] / 60:.1f}{'' if s['done'] else ' (not done)'} | "
+                 f"{s['attempts']} | {hw.get('cpu', '')} x{hw.get('cpu_count', '')} {hw.get('gpus') or ''} |")
   for name, r in record["runs"].items():
     for kind, s in r["stages"].items():
       total += s["wall_s"]

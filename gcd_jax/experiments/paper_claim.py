@@ -23,10 +23,13 @@ later `run` with other settings refuses to mix them (use another --out).
 Every run is a normal gcd_jax workdir (<out>/runs/<name>), trained with
 `python -m gcd_jax.main` in a subprocess, so any stop (Ctrl-C, SIGTERM, a
 crash, the end of a session) is resumed exactly from the last checkpoint by the
-next `run`. Each stage (prepare, judge, train, sweep, chosen) records its
-command, hardware and the wall time of every attempt in <out>/state/ and is
-skipped once done; the jobs run one at a time, and their output goes to
-<out>/logs/. `report` reads whatever is finished and writes the JSON of every
+next `run`. Each stage (prepare, judge; per run: train, sweep, chosen,
+clustering, and for the joint 100 % run outpainting) records its command, and
+for every attempt the hardware, the code (git commit, config sha256) and the
+wall time, in <out>/state/; it is skipped once done. The jobs run one at a
+time, each in its own session (Ctrl-C and SIGTERM reach the driver, which
+passes SIGTERM on so that training saves first; a job gets SIGTERM when the
+driver dies), and their output goes to <out>/logs/. `report` reads whatever is finished and writes the JSON of every
 number, markdown tables and plots (see `gcd_jax.experiments.claim_report`).
 
 Measurement: every run is sampled with the default sampler (SDE-DPM-Solver++
@@ -43,6 +46,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -342,6 +346,42 @@ class _Forward:
       self.proc.send_signal(signal.SIGTERM)
 
 
+def provenance(stage: Stage) -> dict:
+  """The code a job ran: the git commit (and whether the tree had changes) and
+  the sha256 of the config file it names. Recorded with every attempt, so that
+  numbers made by other code can be told apart."""
+  record = {}
+  try:
+    record["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                          text=True, timeout=20).stdout.strip() or None
+    record["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                              cwd=REPO, capture_output=True, text=True,
+                                              timeout=20).stdout.strip())
+  except (OSError, subprocess.SubprocessError):
+    record["git_commit"] = None
+  if "--config" in stage.argv:
+    path = pathlib.Path(stage.argv[stage.argv.index("--config") + 1])
+    if path.is_file():
+      record["config_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+  return record
+
+
+def _child_setup(nice: int):
+  """In the job, before exec: its own session (a terminal's Ctrl-C reaches only
+  the driver, which passes SIGTERM on, so the job saves before it stops), SIGTERM
+  when the driver dies (Linux), and the niceness."""
+  def setup():
+    os.setsid()
+    try:
+      import ctypes  # pylint: disable=g-import-not-at-top
+      ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+      pass
+    if nice:
+      os.nice(nice)
+  return setup
+
+
 def run_stage(out: pathlib.Path, stage: Stage, *, python: str, progress_every: float,
               nice: int, forward: _Forward, log=print) -> bool:
   """Runs one stage's command to completion; records the attempt. True if it succeeded."""
@@ -351,34 +391,42 @@ def run_stage(out: pathlib.Path, stage: Stage, *, python: str, progress_every: f
   log_path = out / "logs" / (stage.key.replace("/", "__") + ".log")
   log_path.parent.mkdir(parents=True, exist_ok=True)
   attempt = {"start": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "hardware": hardware(), "log": str(log_path)}
-  # Recorded now, so that `status` shows it running (or, after a kill, interrupted).
-  write_state(out, stage.key, {"done": False, "spec": stage.spec(out),
-                               "attempts": state.get("attempts", []) + [attempt]})
+             "hardware": hardware(), "code": provenance(stage), "log": str(log_path), "wall_s": 0.0}
+  previous = state.get("attempts", [])
+
+  def record(**fields):
+    attempt.update(fields)
+    write_state(out, stage.key, {"done": fields.get("done", False), "spec": stage.spec(out),
+                                 "attempts": previous + [{k: v for k, v in attempt.items() if k != "done"}]})
+
+  # Recorded now and at every progress tick, so that `status` shows it running
+  # (or, after a kill, interrupted) and the budget counts its time so far.
+  record()
   t0 = time.time()
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   with open(log_path, "ab") as f:
     f.write(f"\n==== {attempt['start']} {python} {' '.join(stage.argv)}\n".encode())
     f.flush()
     proc = subprocess.Popen([python, *stage.argv], stdout=f, stderr=subprocess.STDOUT, env=env,
-                            cwd=REPO, preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                            cwd=REPO, preexec_fn=_child_setup(nice))
     forward.proc = proc
+    if forward.stopped:  # a signal between the driver's check and the start
+      proc.send_signal(signal.SIGTERM)
     last = ""
     while True:
       try:
         rc = proc.wait(timeout=progress_every)
         break
       except subprocess.TimeoutExpired:
+        record(wall_s=round(time.time() - t0, 1))
         line = _last_line(log_path)
         if line != last:
           log(f"  {stage.key} [{(time.time() - t0) / 60:.0f} min] {line}")
           last = line
     forward.proc = None
-  attempt.update(rc=rc, wall_s=round(time.time() - t0, 1),
-                 end=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
   ok = rc == 0 and (stage.output is None or stage.output.exists())
-  state = {"done": ok, "spec": stage.spec(out), "attempts": state.get("attempts", []) + [attempt]}
-  write_state(out, stage.key, state)
+  record(rc=rc, wall_s=round(time.time() - t0, 1), done=ok,
+         end=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
   return ok
 
 
@@ -436,7 +484,7 @@ def stage_summary(out: pathlib.Path, stage: Stage) -> dict:
           and (stage.output is None or stage.output.exists()))
   return {"key": stage.key, "done": done,
           "attempts": len(attempts), "wall_s": round(sum(a.get("wall_s", 0) for a in attempts), 1),
-          "unfinished": bool(attempts) and "rc" not in attempts[-1],
+          "unfinished": bool(attempts) and "rc" not in attempts[-1],  # running, or its driver was killed
           "last_rc": attempts[-1].get("rc") if attempts else None,
           "output": None if stage.output is None else str(stage.output),
           "hardware": attempts[-1]["hardware"] if attempts else None}
@@ -459,6 +507,9 @@ def cmd_status(args) -> int:
 def cmd_report(args) -> int:
   from gcd_jax.experiments import claim_report  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(args.out).absolute()
+  if not (out / "protocol.json").exists():
+    raise ValueError(f"{out}: no protocol.json; nothing was run there")
+  check_protocol(out, PROTOCOL, GRID)  # refuses to report another protocol's runs as pending
   claim_report.write_report(out, pathlib.Path(args.results), PROTOCOL, GRID,
                             bootstrap=args.bootstrap)
   return 0
