@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
 import sys
 import time
@@ -219,11 +218,7 @@ def sweep_plot(points: list[dict], path: pathlib.Path):
       ax.set_ylabel(f"{fk} (lower: better)", fontsize=8)
   fig.suptitle("guidance sweep (95% bootstrap intervals)")
   fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp.png")
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  fileio.atomic_save_figure(fig, path, dpi=100)
 
 
 def run(args) -> list[dict]:

@@ -24,3 +24,14 @@ def atomic_write_npz(path, arrays: dict, compressed: bool = True) -> None:
   with open(tmp, "wb") as f:
     (np.savez_compressed if compressed else np.savez)(f, **arrays)
   os.replace(tmp, path)
+
+
+def atomic_save_figure(fig, path, dpi: int = 100) -> None:
+  """Saves a matplotlib figure as PNG beside `path`, renames it into place, closes it."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp.png")
+  fig.savefig(tmp, dpi=dpi)
+  plt.close(fig)
+  os.replace(tmp, path)

@@ -30,7 +30,6 @@ mean and range are reported beside the intervals.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -354,11 +353,7 @@ def clustering_figure(record: dict, dataset: str, path: pathlib.Path, rows: int 
         ax.set_title(title, fontsize=6)
   fig.suptitle(f"k-means of decoder features (K = classes, level 0): {pair[0]} vs {pair[2]}", fontsize=7)
   fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp.png")
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, path)
+  fileio.atomic_save_figure(fig, path, dpi=120)
 
 
 def markdown(record: dict) -> str:
@@ -495,8 +490,4 @@ def plot(record: dict, path: pathlib.Path) -> None:
       ax.legend(fontsize=6)
   fig.suptitle("fidelity vs text-image correspondence along the guidance sweep (95% intervals)", fontsize=9)
   fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp.png")
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, path)
+  fileio.atomic_save_figure(fig, path, dpi=110)
