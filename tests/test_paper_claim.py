@@ -152,6 +152,7 @@ def test_report_tables_from_partial_results(tmp_path):
                                 "global_stages": []})
   assert "| joint_25_s0 | 0.800 [0.780, 0.820] | 0.400 |" in text
   assert "| image_only_25_s0 | pending |" in text
+  assert f"Runs evaluated so far: 1 of {len(pc.GRID)}" in text
   assert "Total so far: 0.02 h." in text
 
 

@@ -363,7 +363,9 @@ def markdown(record: dict) -> str:
            f"{p['chosen_guidance']:g} with {p['chosen_samples']} samples; sweep "
            f"{', '.join(f'{g:g}' for g in p['sweep_guidance'])} with {p['sweep_samples']} samples per point. "
            "Correspondence is read off the generated image by the exact oracle; "
-           "95 % bootstrap intervals over samples.", ""]
+           "95 % bootstrap intervals over samples.", "",
+           f"Runs evaluated so far: {sum(1 for r in record['runs'].values() if r['chosen'])} of "
+           f"{len(record['runs'])} (the others are listed as pending).", ""]
 
   lines += ["## Every run at the fixed guidance", "",
             "| run | " + " | ".join(CORRESPONDENCE + FIDELITY + PARTS + LAYOUT_SIDE) + " |",
