@@ -366,20 +366,21 @@ def provenance(stage: Stage) -> dict:
   return record
 
 
-def _child_setup(nice: int):
-  """In the job, before exec: its own session (a terminal's Ctrl-C reaches only
-  the driver, which passes SIGTERM on, so the job saves before it stops), SIGTERM
-  when the driver dies (Linux), and the niceness."""
-  def setup():
-    os.setsid()
-    try:
-      import ctypes  # pylint: disable=g-import-not-at-top
-      ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-      pass
-    if nice:
-      os.nice(nice)
-  return setup
+# Runs first in the job's process, then execs the job: SIGTERM when the driver
+# dies (Linux prctl PR_SET_PDEATHSIG, kept across exec) and the niceness. Done
+# after exec rather than in a preexec_fn, which would run between fork and exec
+# of a possibly multithreaded driver.
+_JOB_WRAPPER = """import ctypes, os, signal, sys
+try:
+  ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):
+  pass
+if os.getppid() == 1:
+  sys.exit("the driver is gone")
+if int(sys.argv[1]):
+  os.nice(int(sys.argv[1]))
+os.execv(sys.executable, [sys.executable] + sys.argv[2:])
+"""
 
 
 def run_stage(out: pathlib.Path, stage: Stage, *, python: str, progress_every: float,
@@ -407,8 +408,10 @@ def run_stage(out: pathlib.Path, stage: Stage, *, python: str, progress_every: f
   with open(log_path, "ab") as f:
     f.write(f"\n==== {attempt['start']} {python} {' '.join(stage.argv)}\n".encode())
     f.flush()
-    proc = subprocess.Popen([python, *stage.argv], stdout=f, stderr=subprocess.STDOUT, env=env,
-                            cwd=REPO, preexec_fn=_child_setup(nice))
+    # Its own session: a terminal's Ctrl-C reaches only the driver, which passes
+    # SIGTERM on, so that the job saves before it stops.
+    proc = subprocess.Popen([python, "-c", _JOB_WRAPPER, str(nice), *stage.argv], stdout=f,
+                            stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
     forward.proc = proc
     if forward.stopped:  # a signal between the driver's check and the start
       proc.send_signal(signal.SIGTERM)
