@@ -133,16 +133,22 @@ def compare_fixed(a: PointStats, b: PointStats, keys, replicates: int, seed: int
 
 
 def compare_matched(sweep_a: list[PointStats], sweep_b: list[PointStats], fidelity: str,
-                    correspondence: str, replicates: int, seed: int, num_targets: int = 5) -> list[dict]:
-  """Correspondence of both arms (and a - b) at equal `fidelity`, along their sweeps."""
+                    correspondence: str, replicates: int, seed: int, num_targets: int = 5,
+                    table: np.ndarray | None = None) -> list[dict]:
+  """Correspondence of both arms (and a - b) at equal `fidelity`, along their sweeps.
+
+  `table`: the [R, P, 2] `replicate_table` of sweep_a + sweep_b for (fidelity,
+  correspondence), when the caller has it already (Frechet replicates are slow).
+  """
   fa = [p.metrics[fidelity] for p in sweep_a]
   fb = [p.metrics[fidelity] for p in sweep_b]
   ca = [p.metrics[correspondence] for p in sweep_a]
   cb = [p.metrics[correspondence] for p in sweep_b]
   targets = matched_targets([fa, fb], num_targets)
-  keys = (fidelity, correspondence)
-  table = replicate_table(list(sweep_a) + list(sweep_b), keys,
-                          paired_indices(sweep_a[0].n, replicates, seed))
+  if table is None:
+    table = replicate_table(list(sweep_a) + list(sweep_b), (fidelity, correspondence),
+                            paired_indices(sweep_a[0].n, replicates, seed))
+  replicates = table.shape[0]
   na = len(sweep_a)
   reps = np.full((replicates, len(targets), 2), np.nan)
   for r in range(replicates):
@@ -287,8 +293,12 @@ def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict, grid,
     if j["sweep"] and i["sweep"]:
       sa = [stats_of(r) for r in j["sweep"]]
       sb = [stats_of(r) for r in i["sweep"]]
-      row["matched"] = [m for f in FIDELITY for c in CORRESPONDENCE
-                        for m in compare_matched(sa, sb, f, c, bootstrap, seed)]
+      keys = FIDELITY + CORRESPONDENCE
+      table = replicate_table(sa + sb, keys, paired_indices(sa[0].n, bootstrap, seed))
+      row["matched"] = [
+          m for f in FIDELITY for c in CORRESPONDENCE
+          for m in compare_matched(sa, sb, f, c, bootstrap, seed,
+                                   table=table[..., [keys.index(f), keys.index(c)]])]
     if len(row) > 4:
       comparisons.append(row)
 
