@@ -500,6 +500,6 @@ def plot(record: dict, path: pathlib.Path) -> None:
       ax.set_xlabel(f"{ck} (image; higher: better)", fontsize=8)
       ax.set_ylabel(f"{fk} (lower: better)", fontsize=8)
       ax.legend(fontsize=6)
-  fig.suptitle("fidelity vs text-image correspondence along the guidance sweep (95% intervals)", fontsize=9)
+  fig.suptitle("fidelity vs correspondence\n(guidance sweep, 95% intervals)", fontsize=8)
   fig.tight_layout()
   fileio.atomic_save_figure(fig, path, dpi=110)
