@@ -10,10 +10,11 @@ minute on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
+from absl import flags
+from gcd_jax import cli
 from gcd_jax.data import synthetic_scenes
 
 
@@ -47,16 +48,17 @@ def time_build(resolution: int, num_train: int, num_test: int,
   return seconds, cpu, written
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--resolution", type=int, default=32)
-  parser.add_argument("--num_train", type=int, default=20_000)
-  parser.add_argument("--num_test", type=int, default=100)
-  parser.add_argument("--render_only", action="store_true",
-                      help="skip the TFDS build")
-  parser.add_argument("--data_dir", default=None,
-                      help="where to build (default: a temporary directory)")
-  args = parser.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_integer("resolution", 32, "Image size.", flag_values=fv)
+  flags.DEFINE_integer("num_train", 20_000, "Training examples to render and build.", flag_values=fv)
+  flags.DEFINE_integer("num_test", 100, "Test examples to build.", flag_values=fv)
+  flags.DEFINE_bool("render_only", False, "Skip the TFDS build.", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "Where to build (default: a temporary directory).",
+                      flag_values=fv)
+
+
+def main() -> None:
+  args = cli.parse(define_flags, None, prog="python benchmarks/build_synthetic.py", doc=__doc__)
 
   # CPU seconds as well as wall: on a shared machine the wall time also
   # counts other people's processes.

@@ -19,10 +19,13 @@ sensitive to other jobs sharing the machine. The load average is printed too.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import time
+
+from absl import flags
+
+from gcd_jax import cli
 
 TARGETS = {"32": 2000, "128": 300}
 
@@ -71,17 +74,20 @@ def measure(name: str, image_size, split: str, data_dir: str, batch_size: int,
   return n / wall, 1000 * cpu / n
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--case", choices=["32", "128", "all"], default="all")
-  parser.add_argument("--data_dir", default="/tmp/gcd_jax_bench")
-  parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--seconds", type=float, default=10.0)
-  parser.add_argument("--settings", default="0:0,2:0,0:2",
-                      help="comma-separated threads:workers pairs to measure.")
-  parser.add_argument("--resample", default="lanczos", choices=["lanczos", "box", "bilinear"],
-                      help="image resize filter (the 128 case).")
-  args = parser.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_enum("case", "all", ["32", "128", "all"], "Which dataset case.", flag_values=fv)
+  flags.DEFINE_string("data_dir", "/tmp/gcd_jax_bench", "Where the datasets are built.",
+                      flag_values=fv)
+  flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=fv)
+  flags.DEFINE_float("seconds", 10.0, "Seconds per measurement.", flag_values=fv)
+  flags.DEFINE_string("settings", "0:0,2:0,0:2", "Comma-separated threads:workers pairs.",
+                      flag_values=fv)
+  flags.DEFINE_enum("resample", "lanczos", ["lanczos", "box", "bilinear"],
+                    "Image resize filter (the 128 case).", flag_values=fv)
+
+
+def main() -> None:
+  args = cli.parse(define_flags, None, prog="python benchmarks/input_pipeline.py", doc=__doc__)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
   settings = [tuple(int(v) for v in s.split(":")) for s in args.settings.split(",")]

@@ -5,7 +5,7 @@ beside our own benchmarks, with the same thread count and allocator settings:
 
   python3.11 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0 numpy einops einops-exts
   # the official sources: a checkout of github.com/pmh9960/GCDP (imagen_pytorch/ is all we need)
-  /tmp/torchvenv/bin/python benchmarks/reference_pytorch.py --gcdp-src /path/to/GCDP --threads 2
+  /tmp/torchvenv/bin/python benchmarks/reference_pytorch.py --gcdp_src /path/to/GCDP --threads 2
 
 The architecture (the issue's benchmark settings): JointUnet(dim=64, dim_mults=(1, 2, 4),
 num_resnet_blocks=2, layer_attns=(F, F, T), layer_cross_attns=(F, F, T), attn_heads=4,
@@ -145,7 +145,7 @@ def bench_sample(torch, unet, size, batch=8, steps=50, text_len=32):
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument("--gcdp-src", required=True, help="a checkout of the official GCDP repository")
+  p.add_argument("--gcdp_src", required=True, help="a checkout of the official GCDP repository")
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--json", default=None, help="also write the numbers to this file")

@@ -1,7 +1,7 @@
 """Samplers at equal quality: steps against quality and time on a trained run.
 
   python benchmarks/sampler_study.py --workdir workdirs/shapes --segnet SEGNET \
-      --out docs/results/sampler_study [--num-samples 1000] [--guidance 2]
+      --out=docs/results/sampler_study [--num_samples=1000] [--guidance=2]
 
 Every candidate samples the same N test captions from the same seeds (one
 `python -m gcd_jax.evaluate` point each, cached in the run's eval/ directory, so
@@ -18,11 +18,12 @@ meanwhile).
 Writes OUT/study.json (every record) and OUT/study.md (the table).
 """
 
-import argparse
 import json
 import pathlib
 import sys
 
+from absl import flags
+from gcd_jax import cli
 from gcd_jax import evaluate
 from gcd_jax import fileio
 
@@ -35,12 +36,12 @@ QUALITY = (("semantic_recall", "higher"), ("attribute_accuracy", "higher"),
 
 
 def point(args, method: str, steps: int, eta: float) -> dict:
-  argv = ["--workdir", args.workdir, "--num-samples", str(args.num_samples), "--guidance",
-          str(args.guidance), "--steps", str(steps), "--method", method, "--eta", str(eta),
-          "--seed", str(args.seed),
-          "--batch-size", str(args.batch_size), "--metrics", args.metrics]
+  argv = [f"--workdir={args.workdir}", f"--num_samples={args.num_samples}",
+          f"--guidance={args.guidance}", f"--steps={steps}", f"--method={method}",
+          f"--eta={eta}", f"--seed={args.seed}", f"--batch_size={args.batch_size}",
+          f"--metrics={args.metrics}"]
   if args.segnet:
-    argv += ["--segnet", args.segnet]
+    argv += [f"--segnet={args.segnet}"]
   record = evaluate.run(evaluate.parse_args(argv))[0]
   return {"method": method, "steps": steps, "eta": eta, "metrics": record["metrics"],
           "intervals": record["intervals"], "seconds": record["seconds"],
@@ -75,20 +76,24 @@ def table(base: dict, rows: list[dict], n: int) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--segnet", default=None)
-  p.add_argument("--out", required=True)
-  p.add_argument("--num-samples", type=int, default=1000)
-  p.add_argument("--guidance", type=float, default=2.0)
-  p.add_argument("--batch-size", type=int, default=50)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--metrics", default="correspondence,image_fsd,fsd,fd_seg")
-  p.add_argument("--candidates", default=",".join(f"{m}:{s}:{e:g}" for m, s, e in CANDIDATES),
-                 help="method:steps:eta,... to compare with 100 ancestral steps")
-  p.add_argument("--report_only", action="store_true", help="rewrite study.md from study.json")
-  args = p.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("workdir", None, "A trained run.", required=True, flag_values=fv)
+  flags.DEFINE_string("segnet", None, "A trained segnet (fd_seg, the FSDs).", flag_values=fv)
+  flags.DEFINE_string("out", None, "Where study.json and study.md go.", required=True,
+                      flag_values=fv)
+  flags.DEFINE_integer("num_samples", 1000, "Samples per sampler.", flag_values=fv)
+  flags.DEFINE_float("guidance", 2.0, "Guidance scale (image and layout).", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 50, "Samples per compiled call.", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Sampling seed.", flag_values=fv)
+  flags.DEFINE_string("metrics", "correspondence,image_fsd,fsd,fd_seg", "Evaluators.",
+                      flag_values=fv)
+  flags.DEFINE_string("candidates", ",".join(f"{m}:{s}:{e:g}" for m, s, e in CANDIDATES),
+                      "method:steps:eta,... to compare with 100 ancestral steps.", flag_values=fv)
+  flags.DEFINE_bool("report_only", False, "Rewrite study.md from study.json.", flag_values=fv)
+
+
+def main() -> None:
+  args = cli.parse(define_flags, None, prog="python benchmarks/sampler_study.py", doc=__doc__)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   if args.report_only:

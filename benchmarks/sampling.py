@@ -10,13 +10,14 @@ same threads and allocator settings: benchmarks/vs_reference.sh). Random
 weights (heads perturbed so that outputs are not zero); timing excludes compile.
 """
 
-import argparse
 import json
 import time
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 
+from gcd_jax import cli
 from gcd_jax import sampling
 from gcd_jax.diffusion import joint
 from gcd_jax.models import presets
@@ -51,13 +52,16 @@ def bench(name, config, size, batch=8, steps=50, repeats=3, text_len=32, method=
   return best
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--reference_json", default=None,
-                 help="output of benchmarks/reference_pytorch.py from the same window")
-  p.add_argument("--skip_shapes", action="store_true")
-  args = p.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_integer("repeats", 3, "Timed repeats.", flag_values=fv)
+  flags.DEFINE_string("reference_json", None,
+                      "Output of benchmarks/reference_pytorch.py from the same window.",
+                      flag_values=fv)
+  flags.DEFINE_bool("skip_shapes", False, "Skip the shapes preset.", flag_values=fv)
+
+
+def main() -> None:
+  args = cli.parse(define_flags, None, prog="python benchmarks/sampling.py", doc=__doc__)
   print(f"devices: {jax.devices()}")
   if not args.skip_shapes:
     bench("shapes", presets.shapes(), 32, repeats=args.repeats, text_len=28)

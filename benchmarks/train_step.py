@@ -13,15 +13,16 @@ probe measured in the same run (benchmarks/peak.py: a jitted FMA chain and a
 peak (--peak_tflops to give it).
 """
 
-import argparse
 import resource
 import time
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from gcd_jax import cli
 from gcd_jax import config_base
 from gcd_jax import train_lib
 from gcd_jax.models import presets
@@ -30,18 +31,22 @@ from gcd_jax.models import summary
 import peak  # benchmarks/peak.py
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("--preset", default="shapes")
-  p.add_argument("--size", type=int, default=32)
-  p.add_argument("--batch", type=int, default=32)
-  p.add_argument("--steps", type=int, default=10)
-  p.add_argument("--text_len", type=int, default=28)
-  p.add_argument("--dtype", default="auto", help="compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)")
-  p.add_argument("--peak_tflops", type=float, default=0.0)
-  p.add_argument("--reference_json", default=None,
-                 help="output of benchmarks/reference_pytorch.py from the same window: print the ratio")
-  args = p.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("preset", "shapes", "U-Net preset.", flag_values=fv)
+  flags.DEFINE_integer("size", 32, "Image size.", flag_values=fv)
+  flags.DEFINE_integer("batch", 32, "Batch size.", flag_values=fv)
+  flags.DEFINE_integer("steps", 10, "Timed steps.", flag_values=fv)
+  flags.DEFINE_integer("text_len", 28, "Text tokens.", flag_values=fv)
+  flags.DEFINE_string("dtype", "auto", "Compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU).",
+                      flag_values=fv)
+  flags.DEFINE_float("peak_tflops", 0.0, "The machine's peak, for the utilisation.",
+                     flag_values=fv)
+  flags.DEFINE_string("reference_json", None, "Output of benchmarks/reference_pytorch.py from "
+                      "the same window: print the ratio.", flag_values=fv)
+
+
+def main() -> None:
+  args = cli.parse(define_flags, None, prog="python benchmarks/train_step.py", doc=__doc__)
 
   c = config_base.base_config()
   c.data.height = c.data.width = args.size
@@ -64,7 +69,7 @@ def main():
       "text": jnp.asarray(rng.normal(size=(args.batch, args.text_len, m.text_dim)), jnp.float32),
       "text_mask": jnp.ones((args.batch, args.text_len), bool),
   }
-  if m.num_classes:
+  if model.config.has_layout:
     batch["layout"] = jnp.asarray(rng.integers(0, m.num_classes, (args.batch, args.size, args.size)), jnp.int32)
   step = jax.jit(train_lib.make_train_step(config, model, sched), donate_argnums=(0,))
   t = time.time()

@@ -11,7 +11,7 @@ torch_python="${2:-/tmp/torchvenv/bin/python}"
 out="$(mktemp -d)"
 export OMP_NUM_THREADS=2
 echo "== PyTorch reference"
-"$torch_python" benchmarks/reference_pytorch.py --gcdp-src "$gcdp" --threads 2 --json "$out/ref.json"
+"$torch_python" benchmarks/reference_pytorch.py --gcdp_src "$gcdp" --threads 2 --json "$out/ref.json"
 echo "== gcd_jax, the same architecture"
 python benchmarks/train_step.py --preset reference --size 32 --batch 32 --text_len 32 --steps 5 \
   --reference_json "$out/ref.json"

@@ -1,7 +1,7 @@
 """GCDP base model on MM CelebA-HQ at 128x128 with the paper's settings (docs/gcdp.md section 3).
 
-  python -m gcd_jax.prepare --dataset mm_celeba_hq --manual_dir /data/celeba  # 256x256 build
-  python -m gcd_jax.main --config configs/mm_celeba_hq_base.py --workdir workdirs/celeba_base \
+  python -m gcd_jax.prepare --dataset=mm_celeba_hq --manual_dir=/data/celeba  # 256x256 build
+  python -m gcd_jax.main --config=configs/mm_celeba_hq_base.py --workdir=workdirs/celeba_base \\
       --config.text.encoder=/path/to/t5-large
 
 Paper: Adam lr 1.2e-4, betas (0.9, 0.99), no warm-up or clipping, global batch 8,
@@ -13,11 +13,13 @@ U-Net: paper_base (656M parameters, 208 GFLOPs per 128x128 forward), bf16 comput
 This is a GPU/TPU run (the paper trained on GPUs in fp16); it is far too large for a CPU.
 """
 
+import ml_collections
+
 from gcd_jax import config_base
 from gcd_jax.models import presets
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
   c = config_base.base_config()
   c.data.name = "mm_celeba_hq"
   c.data.config = "256"

@@ -1,18 +1,20 @@
 """A few-minute check of an install: the `tiny` U-Net on synthetic_scenes/32_mini.
 
-  python -m gcd_jax.prepare --dataset synthetic_scenes --config 32_mini
-  python -m gcd_jax.main --config configs/smoke.py --workdir /tmp/gcd_smoke
+  python -m gcd_jax.prepare --dataset=synthetic_scenes --config=32_mini
+  python -m gcd_jax.main --config=configs/smoke.py --workdir=/tmp/gcd_smoke
 
 It learns nothing useful; it exercises the whole path (data, MiniLM text cache,
 sharded step, checkpoints, TensorBoard, sample grid, evaluators) in a few minutes on a
 2-core CPU. The tests run it for 4 steps.
 """
 
+import ml_collections
+
 from gcd_jax import config_base
 from gcd_jax.models import presets
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
   c = config_base.base_config()
   c.data.name = "synthetic_scenes"
   c.data.config = "32_mini"

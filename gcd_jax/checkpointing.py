@@ -18,14 +18,15 @@ import jax
 import orbax.checkpoint as ocp
 
 
-def checkpoint_dir(workdir) -> pathlib.Path:
+def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
   return pathlib.Path(workdir) / "checkpoints"
 
 
 class Checkpointer:
   """Thin wrapper of an orbax CheckpointManager with async saves."""
 
-  def __init__(self, directory, *, save_every: int = 1, keep: int = 3, async_save: bool = True):
+  def __init__(self, directory: str | pathlib.Path, *, save_every: int = 1, keep: int = 3,
+               async_save: bool = True) -> None:
     self.directory = pathlib.Path(directory).absolute()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=save_every, create=True,
@@ -35,10 +36,7 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def all_steps(self) -> list[int]:
-    return list(self.manager.all_steps())
-
-  def save(self, step: int, state, data_state: str, meta: dict, force: bool = False) -> bool:
+  def save(self, step: int, state: Any, data_state: str, meta: dict, force: bool = False) -> bool:
     """Starts saving (asynchronously) if `step` is due or `force`; returns whether it did."""
     return self.manager.save(
         step,
@@ -48,7 +46,7 @@ class Checkpointer:
             meta=ocp.args.JsonSave(meta)),
         force=force)
 
-  def restore(self, step: int, abstract_state):
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, str, dict]:
     """(state, data_state, meta) of `step`; `abstract_state` gives shapes and shardings."""
     out = self.manager.restore(
         step,
@@ -58,15 +56,15 @@ class Checkpointer:
             meta=ocp.args.JsonRestore()))
     return out["state"], out["data"]["iterator"], out["meta"]
 
-  def wait(self):
+  def wait(self) -> None:
     self.manager.wait_until_finished()
 
-  def close(self):
+  def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
 
 
-def resolve(path, step: int | None = None) -> tuple[pathlib.Path, int]:
+def resolve(path: str | pathlib.Path, step: int | None = None) -> tuple[pathlib.Path, int]:
   """(checkpoints dir, step) from a workdir, a checkpoints dir or a step dir.
 
   `step` picks a kept checkpoint (default: the latest). Raises
@@ -94,7 +92,7 @@ def resolve(path, step: int | None = None) -> tuple[pathlib.Path, int]:
       f"{path}/<step>/state); train first with python -m gcd_jax.main --workdir ...")
 
 
-def read_meta(path, step: int | None = None) -> tuple[dict, int]:
+def read_meta(path: str | pathlib.Path, step: int | None = None) -> tuple[dict, int]:
   """The metadata of the latest (or the given step's) checkpoint, and its step."""
   directory, step = resolve(path, step)
   meta_dir = directory / str(step) / "meta"
@@ -108,7 +106,8 @@ def read_meta(path, step: int | None = None) -> tuple[dict, int]:
   raise FileNotFoundError(f"{meta_dir}: no readable checkpoint metadata")
 
 
-def restore_state(path, abstract_state, step: int | None = None) -> tuple[Any, dict, int]:
+def restore_state(path: str | pathlib.Path, abstract_state: Any, step: int | None = None
+                  ) -> tuple[Any, dict, int]:
   """(state, meta, step) of the latest (or the given step's) checkpoint under `path` (read-only)."""
   directory, step = resolve(path, step)
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
@@ -120,6 +119,6 @@ def restore_state(path, abstract_state, step: int | None = None) -> tuple[Any, d
   return out["state"], out["meta"], step
 
 
-def abstract_with_shardings(abstract_state, shardings):
+def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)

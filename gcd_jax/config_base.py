@@ -16,7 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.allow_schedule_change = False
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "synthetic_scenes"  # a TFDS builder of tfds_builders/ (python -m gcd_jax.prepare --dataset NAME)
+  c.data.name = "synthetic_scenes"  # a TFDS builder of tfds_builders/ (python -m gcd_jax.prepare --dataset=NAME)
   c.data.config = "32"  # the TFDS builder config
   c.data.data_dir = ""  # where prepared datasets live ("" = TFDS default, ~/tensorflow_datasets)
   c.data.train_split = "train"
@@ -38,13 +38,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.text.encoder = "minilm"
   c.text.max_length = 32
   c.text.batch_size = 64  # captions encoded per call when filling the cache
+  # Encode every training caption into the cache before the first step (with a
+  # progress bar) instead of as batches first meet them.
+  c.text.precompute = False
   # encoder = "scratch": a small transformer trained with the model (config.model.text_dim wide).
   c.text.scratch = ml_collections.ConfigDict()
   c.text.scratch.num_layers = 2
   c.text.scratch.num_heads = 4
   c.text.scratch.dropout = 0.0
   c.text.scratch.min_count = 1  # words seen fewer times in the training captions map to [UNK]
-  c.text.scratch.vocab_size = 0  # set from the tokenizer when a run starts
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.num_steps = 1000
@@ -58,7 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.layout_weight = 1.0
   c.loss.image_p2_gamma = 0.5  # the released code's p2 weight, on both terms
   c.loss.layout_p2_gamma = 0.5
-  c.loss.p2_k = 1.0
+  c.loss.p2_offset = 1.0  # (offset + SNR)^-gamma
   c.loss.layout_normalize = "official"  # or "bits" (per pixel, without the 1/K)
 
   c.optimizer = ml_collections.ConfigDict()
@@ -87,6 +89,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.sample_every = 10_000  # 0: no sample grids during training
   c.train.eval_every = 0  # 0: no evaluation during training; else the `eval` evaluators every N steps
   c.train.progress_every_secs = 60.0
+  # > 0: one profile of this many steps (clu's Profile hook, jax.profiler) from
+  # step profile_first_step on, written to <workdir>/plugins/profile for
+  # TensorBoard's profile plugin.
+  c.train.profile_steps = 0
+  c.train.profile_first_step = 10
 
   c.sample = ml_collections.ConfigDict()
   # SDE-DPM-Solver++(2M) at 25 steps: on the embedded benchmark it matches 100
@@ -115,7 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.steps = 0  # sampling steps (0: sample.steps)
   c.eval.metrics = ()  # evaluator names; () = every one whose judges are available
   c.eval.segmenter = ""  # "" = the oracle on synthetic_scenes (else segnet); see evaluate --segmenter
-  c.eval.segnet = ""  # a trained segmentation network dir (python -m gcd_jax.segmenter train): fd_seg
+  c.eval.segnet = ""  # a trained segmentation network dir (python -m gcd_jax.segnet train): fd_seg
   c.eval.bootstrap = 0  # bootstrap resamplings for intervals (0: none, the cheapest)
 
   c.mesh = ml_collections.ConfigDict()
@@ -124,7 +131,9 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-_CHOICES = {
+# The allowed values of every enumerated key: the one list that the config
+# validation, the sampler and the command-line flags all check against.
+CHOICES = {
     ("loss", "layout_normalize"): ("official", "bits"),
     ("optimizer", "name"): ("adam", "adamw"),
     ("optimizer", "decay"): ("constant", "cosine", "linear"),
@@ -140,7 +149,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   # Imported here: configs must load without pulling in JAX.
   from gcd_jax.models import unet  # pylint: disable=g-import-not-at-top
 
-  for (group, key), choices in _CHOICES.items():
+  for (group, key), choices in CHOICES.items():
     value = config[group][key]
     if value not in choices:
       raise ValueError(f"config.{group}.{key}={value!r}; expected one of {choices}")

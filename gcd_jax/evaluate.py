@@ -1,6 +1,6 @@
 """Evaluate a trained run: image fidelity and text-image correspondence, with guidance sweeps.
 
-  python -m gcd_jax.evaluate --workdir workdirs/shapes --num-samples 1000 --guidance 1,2,3,5
+  python -m gcd_jax.evaluate --workdir=workdirs/shapes --num_samples=1000 --guidance=1,2,3,5
 
 For each guidance scale g, N samples are drawn from captions of the evaluation
 split (the first N images, one seeded caption each; batched, jitted, EMA
@@ -18,7 +18,7 @@ by the same judges, and a requested metric the point lacks is computed from
 the stored samples. A sweep also writes sweep.md and sweep.png (fidelity
 against image-side correspondence, as the paper's figures 6 and 7).
 
-Metrics (--metrics, default: every one whose judges are available):
+Metrics (--metrics=a,b, default: every one whose judges are available; docs/metrics.md):
   correspondence         semantic_recall, attribute_accuracy (+ _count, _position,
                          _size, _variant; synthetic_scenes) of the generated image
   layout_correspondence  the same of the generated layout (layout_semantic_recall, ...)
@@ -26,21 +26,24 @@ Metrics (--metrics, default: every one whose judges are available):
   miou                   generated layout vs the segmenter's reading of the generated image
   fd_seg                 fd_seg, kid_seg (+ _std): Frechet / kernel distance in the features
                          of a trained segmentation network (--segnet; a domain metric, not FID)
-  fid                    fid, kid (+ _std) with --inception WEIGHTS
-  clip_score             with --clip CHECKPOINT_DIR (raw cosine, as the paper)
+  fid                    fid, kid (+ _std) with --inception=WEIGHTS
+  clip_score             with --clip=CHECKPOINT_DIR (raw cosine, as the paper)
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
 import sys
 import time
+import types
+from typing import Sequence
 
+from absl import flags
 import numpy as np
 
+from gcd_jax import cli
 from gcd_jax import fileio
 from gcd_jax import sampling
 
@@ -51,44 +54,55 @@ CORRESPONDENCE = ("semantic_recall", "attribute_accuracy", "clip_score")
 LAYOUT_SIDE = ("layout_semantic_recall", "layout_attribute_accuracy", "miou")
 
 
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(prog="python -m gcd_jax.evaluate", description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-  p.add_argument("--num-samples", type=int, default=1000)
-  p.add_argument("--guidance", default=None,
-                 help="comma-separated guidance scales of the image (default: the config's)")
-  p.add_argument("--guidance-layout", type=float, default=None,
-                 help="a separate layout guidance scale (default: the same as --guidance)")
-  p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
-  p.add_argument("--method", choices=sampling.METHODS, default=None)
-  p.add_argument("--eta", type=float, default=None)
-  p.add_argument("--threshold", type=float, default=None)
-  p.add_argument("--layout-guidance", choices=("logits", "posterior"), default=None)
-  p.add_argument("--final-layout", choices=("argmax", "sample"), default=None)
-  p.add_argument("--batch-size", type=int, default=50)
-  p.add_argument("--split", default=None, help="caption and reference split (default: config.data.eval_split)")
-  p.add_argument("--metrics", default=None,
-                 help="comma-separated evaluators (default: every one whose judges are available)")
-  p.add_argument("--segmenter", default=None,
-                 help="'oracle', a trained segmenter directory (python -m gcd_jax.segmenter train), or "
-                      "module.path:callable (default: the oracle on synthetic_scenes, else --segnet)")
-  p.add_argument("--segnet", default=None,
-                 help="a trained segmentation network directory: enables fd_seg and kid_seg")
-  p.add_argument("--inception", default=None, help="FID Inception weights file (enables FID and KID)")
-  p.add_argument("--clip", default=None, help="local Hugging Face CLIP checkpoint dir (enables CLIP score)")
-  p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamplings (0: no intervals)")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--json", default=None,
-                 help="also write the records of every point (metrics, intervals, sampler, key, "
-                      "directory of the stored samples) to this JSON file")
-  return p.parse_args(argv)
+PROG = "python -m gcd_jax.evaluate"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("workdir", None, "A training workdir.", required=True, flag_values=fv)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=fv)
+  flags.DEFINE_integer("num_samples", 1000, "Samples per sweep point (the first N captions).",
+                       lower_bound=2, flag_values=fv)
+  flags.DEFINE_list("guidance", None,
+                    "Guidance scales of the sweep, image and layout (default: the config's).",
+                    flag_values=fv)
+  flags.DEFINE_float("guidance_layout", None,
+                     "A separate layout guidance scale (default: the same as --guidance).",
+                     flag_values=fv)
+  cli.define_sampler_flags(fv)
+  flags.DEFINE_integer("batch_size", 50, "Samples per compiled call.", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_string("split", None, "Caption and reference split (default: config.data.eval_split).",
+                      flag_values=fv)
+  flags.DEFINE_list("metrics", None,
+                    "Evaluators (default: every one whose judges are available).", flag_values=fv)
+  flags.DEFINE_string(
+      "segmenter", None, "'oracle', a trained segmenter directory (python -m gcd_jax.segnet "
+      "train), or module.path:callable (default: the oracle on synthetic_scenes, else --segnet).",
+      flag_values=fv)
+  flags.DEFINE_string("segnet", None,
+                      "A trained segmentation network directory: enables fd_seg and kid_seg.",
+                      flag_values=fv)
+  flags.DEFINE_string("inception", None, "FID Inception weights file (enables FID and KID).",
+                      flag_values=fv)
+  flags.DEFINE_string("clip", None,
+                      "A local Hugging Face CLIP checkpoint directory (enables the CLIP score).",
+                      flag_values=fv)
+  flags.DEFINE_integer("bootstrap", 200, "Bootstrap resamplings (0: no intervals).",
+                       lower_bound=0, flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Sampling seed.", flag_values=fv)
+  flags.DEFINE_string("json", None, "Also write the records of every point (metrics, intervals, "
+                      "sampler, key, directory of the stored samples) to this JSON file.",
+                      flag_values=fv)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> types.SimpleNamespace:
+  return cli.parse(define_flags, argv, prog=PROG, doc=__doc__)
 
 
 class Evaluation:
   """The run, its reference split, judges and evaluators, across sweep points."""
 
-  def __init__(self, args):
+  def __init__(self, args: types.SimpleNamespace):
     from gcd_jax import run as run_lib  # pylint: disable=g-import-not-at-top
     from gcd_jax.evaluators import base, suite  # pylint: disable=g-import-not-at-top
 
@@ -103,7 +117,7 @@ class Evaluation:
                                inception=args.inception, clip=args.clip,
                                cache_dir=self.run.workdir / "eval" / "reference")
     self.context = base.Context(self.reference, judges, replicates=args.bootstrap, seed=0)
-    names = ([n.strip() for n in args.metrics.split(",") if n.strip()] if args.metrics
+    names = ([n.strip() for n in args.metrics if n.strip()] if args.metrics
              else base.available(self.context, self.run.has_layout))
     self.evaluators = base.from_names(names)
     for ev in self.evaluators:
@@ -115,9 +129,7 @@ class Evaluation:
 
   def sampler_config(self, guidance: float) -> sampling.SamplerConfig:
     a = self.args
-    over = {k: v for k, v in dict(steps=a.steps, method=a.method, eta=a.eta, threshold=a.threshold,
-                                   layout_guidance=a.layout_guidance,
-                                   final_layout=a.final_layout).items() if v is not None}
+    over = cli.sampler_overrides(a)
     over["guidance_image"] = guidance
     over["guidance_layout"] = a.guidance_layout if a.guidance_layout is not None else guidance
     return sampling.SamplerConfig.from_config(self.run.config.sample, **over)
@@ -190,7 +202,7 @@ def sweep_table(points: list[dict]) -> str:
   return "\n".join(rows) + "\n"
 
 
-def sweep_plot(points: list[dict], path: pathlib.Path):
+def sweep_plot(points: list[dict], path: pathlib.Path) -> None:
   """Each fidelity metric against each image-side correspondence metric, with intervals."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -221,19 +233,18 @@ def sweep_plot(points: list[dict], path: pathlib.Path):
   fileio.atomic_save_figure(fig, path, dpi=100)
 
 
-def run(args) -> list[dict]:
+def run(args: types.SimpleNamespace) -> list[dict]:
   """The command, callable from Python; returns one record per sweep point."""
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
 
-  if args.num_samples < 2 or args.batch_size < 1:
-    raise ValueError("--num-samples must be >= 2 and --batch-size >= 1")
-  if args.bootstrap < 0:
-    raise ValueError("--bootstrap must be >= 0")
   print(f"Loading {args.workdir} ...", file=sys.stderr)
   ev = Evaluation(args)
   c = ev.run.config
-  scales = ([float(g) for g in args.guidance.split(",")] if args.guidance
-            else [float(c.sample.guidance_image)])
+  try:
+    scales = ([float(g) for g in args.guidance] if args.guidance
+              else [float(c.sample.guidance_image)])
+  except ValueError:
+    raise cli.InputError(f"--guidance={','.join(args.guidance)}: expected numbers, e.g. 1,2,3") from None
   print(f"Evaluators: {', '.join(e.name for e in ev.evaluators)}; segmenter: "
         f"{ev.context.judges.segmenter_identity or 'none'}", file=sys.stderr)
   writer = metric_writers.create_default_writer(ev.run.workdir / "eval", asynchronous=False)
@@ -260,16 +271,9 @@ def run(args) -> list[dict]:
   return points
 
 
-def main(argv=None):
-  args = parse_args(argv)
-  from gcd_jax import compilation_cache  # pylint: disable=g-import-not-at-top
-  compilation_cache.enable()
-  try:
-    run(args)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.command_main(define_flags, run, prog=PROG, doc=__doc__, argv=argv)
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+  import matplotlib.figure
 
 
-def atomic_write_text(path, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   """Writes `text` to a temporary file beside `path`, then renames it into place."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -15,7 +19,8 @@ def atomic_write_text(path, text: str) -> None:
   os.replace(tmp, path)
 
 
-def atomic_write_npz(path, arrays: dict, compressed: bool = True) -> None:
+def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, Any],
+                     compressed: bool = True) -> None:
   """Writes arrays as .npz to a temporary file beside `path`, then renames it into place."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(path)
@@ -26,7 +31,8 @@ def atomic_write_npz(path, arrays: dict, compressed: bool = True) -> None:
   os.replace(tmp, path)
 
 
-def atomic_save_figure(fig, path, dpi: int = 100) -> None:
+def atomic_save_figure(fig: matplotlib.figure.Figure, path: str | os.PathLike,
+                       dpi: int = 100) -> None:
   """Saves a matplotlib figure as PNG beside `path`, renames it into place, closes it."""
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(path)

@@ -1,4 +1,4 @@
-"""Entry point: python -m gcd_jax.main --config configs/shapes.py --workdir <dir>
+"""Entry point: python -m gcd_jax.main --config=configs/shapes.py[:variant] --workdir=<dir>
 
   --config.a.b=value      overrides any config key (unknown keys and wrong types fail)
 
@@ -27,7 +27,7 @@ _MULTIHOST = flags.DEFINE_bool("multihost", False,
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _MULTIHOST.value:

@@ -16,12 +16,15 @@ only at the end).
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
+from typing import Sequence
 
+from absl import flags
 import tensorflow_datasets as tfds
+
+from gcd_jax import cli
 
 # Dataset name -> module whose import registers the TFDS builder.
 DATASETS = {
@@ -89,26 +92,33 @@ def prepare(dataset: str, config: str | None = None, data_dir: str | None = None
   return builder
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m gcd_jax.prepare", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-  parser.add_argument("--config", default=None, help="builder config (default: the builder's).")
-  parser.add_argument("--data_dir", default=None, help="default ~/tensorflow_datasets.")
-  parser.add_argument("--manual_dir", default=None, help="your files (real datasets).")
-  parser.add_argument("--overwrite", action="store_true", help="rebuild if already prepared.")
-  args = parser.parse_args(argv)
+PROG = "python -m gcd_jax.prepare"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_enum("dataset", None, sorted(DATASETS), "The dataset to build.", required=True,
+                    flag_values=fv)
+  flags.DEFINE_string("config", None, "Builder config (default: the builder's).", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "Where prepared datasets live (default "
+                      "~/tensorflow_datasets).", flag_values=fv)
+  flags.DEFINE_string("manual_dir", None, "Your files (the real datasets).", flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "Rebuild if already prepared.", flag_values=fv)
+
+
+def _command(args) -> None:
   # Deferred: importing the builders pulls in TensorFlow; --help should not.
   from gcd_jax.data.build_utils import BuildError  # pylint: disable=g-import-not-at-top
   try:
-    builder = prepare(args.dataset, args.config, args.data_dir, args.manual_dir,
-                      args.overwrite)
-  except (ValueError, BuildError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    builder = prepare(args.dataset, args.config, args.data_dir, args.manual_dir, args.overwrite)
+  except BuildError as e:
+    raise cli.InputError(str(e)) from None
   splits = ", ".join(f"{k}: {v.num_examples}" for k, v in sorted(builder.info.splits.items()))
   print(f"{builder.info.full_name} prepared in {builder.data_dir} ({splits}).")
-  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.command_main(define_flags, _command, prog=PROG, doc=__doc__, argv=argv,
+                          jax_cache=False)
 
 
 if __name__ == "__main__":

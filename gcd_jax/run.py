@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -29,13 +29,18 @@ from gcd_jax import train_lib
 from gcd_jax.data.features import LayoutClasses
 from gcd_jax.diffusion import joint
 
+if TYPE_CHECKING:
+  import flax.linen as nn
 
-def dataset_name(config) -> str:
+
+def dataset_name(config: ml_collections.ConfigDict) -> str:
   """"name/config" of the run's TFDS dataset (or "name" without a config)."""
   return f"{config.data.name}/{config.data.config}" if config.data.config else config.data.name
 
 
-def run_metadata(config, sched, classes: LayoutClasses, text) -> dict:
+def run_metadata(config: ml_collections.ConfigDict, sched: joint.JointSchedule,
+                 classes: LayoutClasses,
+                 text: text_conditioning.FrozenText | text_conditioning.ScratchText) -> dict:
   """What a checkpoint records besides the arrays (see checkpointing.py)."""
   return {
       "config": json.loads(config.to_json_best_effort()),
@@ -53,7 +58,8 @@ def check_schedules(saved: dict, current: dict, allow_change: bool, where: str) 
         f"{json.dumps(current)}; pass --config.allow_schedule_change=True to use them anyway.")
 
 
-def make_sampler(config, model, sched: joint.JointSchedule, cfg: sampling.SamplerConfig):
+def make_sampler(config: ml_collections.ConfigDict, model: nn.Module, sched: joint.JointSchedule,
+                 cfg: sampling.SamplerConfig) -> Callable[..., dict[str, jax.Array]]:
   """The compiled sampler of a run's model for sampler settings `cfg`.
 
   sampler(params, key, text, text_mask, known=None) -> {"image", "layout"?}.
@@ -81,20 +87,20 @@ class Run:
 
   @property
   def has_layout(self) -> bool:
-    return self.sched.layout is not None
+    return self.sched.has_layout
 
   @property
   def dataset(self) -> str:
     return dataset_name(self.config)
 
-  def sampler(self, cfg: sampling.SamplerConfig):
+  def sampler(self, cfg: sampling.SamplerConfig) -> Callable[..., dict[str, jax.Array]]:
     """The compiled sampler for `cfg` (built once per configuration)."""
     if cfg not in self._samplers:
       self._samplers[cfg] = make_sampler(self.config, self.model, self.sched, cfg)
     return self._samplers[cfg]
 
-  def sample(self, captions, seed: int = 0, cfg: sampling.SamplerConfig | None = None,
-             known: dict | None = None) -> dict:
+  def sample(self, captions: Iterable[str], seed: int = 0,
+             cfg: sampling.SamplerConfig | None = None, known: dict | None = None) -> dict:
     """Samples one image (and layout) per caption; returns numpy arrays."""
     cfg = cfg or sampling.SamplerConfig.from_config(self.config.sample)
     emb, mask = self.text.batch(list(captions))
@@ -103,8 +109,8 @@ class Run:
     return jax.device_get(out)
 
 
-def load(workdir, *, step: int | None = None, allow_schedule_change: bool = False,
-         schedule_overrides: dict | None = None) -> Run:
+def load(workdir: str | pathlib.Path, *, step: int | None = None,
+         allow_schedule_change: bool = False, schedule_overrides: dict | None = None) -> Run:
   """Loads a checkpoint of `workdir` (the latest, or `step`) with its EMA parameters.
 
   Raises FileNotFoundError naming the workdir if it holds no checkpoint (or not
@@ -125,7 +131,7 @@ def load(workdir, *, step: int | None = None, allow_schedule_change: bool = Fals
     raise ValueError(
         f"checkpoint {workdir} was trained with text encoder {json.dumps(meta['text_encoder'])} "
         f"but {config.text.encoder!r} now gives {json.dumps(text.describe())}")
-  model = train_lib.make_model(config)
+  model = train_lib.make_model(config, text.vocab_size)
   abstract = jax.eval_shape(lambda r: train_lib.init_state(config, model, r), jax.random.PRNGKey(0))
   state, _, _ = checkpointing.restore_state(workdir, abstract, step)
   classes = LayoutClasses.from_json(json.dumps(meta["layout_classes"]))

@@ -29,38 +29,44 @@ from j back to k with the correct kernels (`gaussian.renoise`,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from gcd_jax import config_base
 from gcd_jax.diffusion import categorical
 from gcd_jax.diffusion import gaussian
 from gcd_jax.diffusion import joint
 
 
-METHODS = ("ddpm", "ddim", "dpm2m")
+_DEFAULTS = config_base.base_config().sample
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-  """Settings of the reverse process (all static under jit)."""
+  """Settings of the reverse process (all static under jit).
 
-  steps: int = 100
-  method: str = "ddpm"  # ddpm | ddim | dpm2m
-  eta: float = 0.0  # ddim / dpm2m noise (0: deterministic; 1: the ancestral step's variance)
-  guidance_image: float = 3.0
-  guidance_layout: float = 3.0
-  layout_guidance: str = "logits"  # logits | posterior
-  threshold: float = 0.95  # dynamic-thresholding percentile; 0: plain clip to [-1, 1]
-  final_layout: str = "argmax"  # argmax | sample
+  The defaults are the experiment config's (`config_base`, group `sample`):
+  the one place where sampler defaults and allowed values are decided.
+  """
+
+  steps: int = _DEFAULTS.steps
+  method: str = _DEFAULTS.method  # ddpm | ddim | dpm2m
+  eta: float = _DEFAULTS.eta  # ddim / dpm2m noise (0: deterministic; 1: the ancestral step's variance)
+  guidance_image: float = _DEFAULTS.guidance_image
+  guidance_layout: float = _DEFAULTS.guidance_layout
+  layout_guidance: str = _DEFAULTS.layout_guidance  # logits | posterior
+  threshold: float = _DEFAULTS.threshold  # dynamic-thresholding percentile; 0: plain clip to [-1, 1]
+  final_layout: str = _DEFAULTS.final_layout  # argmax | sample
   resample: int = 1  # RePaint: repetitions of each step when something is known
 
   def __post_init__(self):
-    checks = {"method": METHODS, "layout_guidance": ("logits", "posterior"),
-              "final_layout": ("argmax", "sample")}
-    for name, allowed in checks.items():
+    for name in ("method", "layout_guidance", "final_layout"):
+      allowed = config_base.CHOICES[("sample", name)]
       if getattr(self, name) not in allowed:
         raise ValueError(f"SamplerConfig.{name}={getattr(self, name)!r}; expected one of {allowed}")
     if self.steps < 1:
@@ -73,7 +79,8 @@ class SamplerConfig:
     return self.guidance_image != 1.0 or self.guidance_layout != 1.0
 
   @classmethod
-  def from_config(cls, c, known: bool = False, **overrides) -> "SamplerConfig":
+  def from_config(cls, c: ml_collections.ConfigDict, known: bool = False,
+                  **overrides: Any) -> "SamplerConfig":
     """From the `sample` group of an experiment config.
 
     known=True (outpainting or inpainting: RePaint) takes the method and steps
@@ -88,6 +95,21 @@ class SamplerConfig:
       kw.update(method=c.repaint_method, steps=c.repaint_steps, eta=0.0)
     kw.update(overrides)
     return cls(**kw)
+
+
+def padded_batches(n: int, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
+  """The batches of a job of `n` samples: (start, stop, index) per batch.
+
+  `index` ([batch_size] int) picks the batch's items out of the n; the last
+  batch is padded by repeating its last item, so that one compiled program
+  serves every batch. Keep the first `stop - start` outputs.
+  """
+  if n < 1 or batch_size < 1:
+    raise ValueError(f"padded_batches: n={n} and batch_size={batch_size} must be >= 1")
+  for start in range(0, n, batch_size):
+    stop = min(start + batch_size, n)
+    index = np.minimum(np.arange(start, start + batch_size), stop - 1)
+    yield start, stop, index
 
 
 def step_grid(num_train_steps: int, num_sample_steps: int) -> np.ndarray:
@@ -123,7 +145,7 @@ def dpm_h_ratios(log_snr_table: np.ndarray, grid: np.ndarray) -> np.ndarray:
 ApplyFn = Callable[..., tuple[Any, Any]]
 
 
-def model_apply_fn(model) -> ApplyFn:
+def model_apply_fn(model: nn.Module) -> ApplyFn:
   """An ApplyFn for a `JointUNet`."""
 
   def apply(params, x_t, y_t, lam, text, text_mask, drop_text, sc_image, sc_layout):
@@ -134,41 +156,124 @@ def model_apply_fn(model) -> ApplyFn:
   return apply
 
 
-def guided_outputs(apply_fn: ApplyFn, params, cfg: SamplerConfig, x_t, y_t, lam,
-                   text, text_mask, sc_image=None, sc_layout=None):
+class GuidedOutputs(NamedTuple):
+  """The model's outputs at one step: conditional and (with guidance) unconditional."""
+
+  image_cond: jax.Array  # [B, H, W, C] float32 image prediction
+  image_uncond: jax.Array | None  # None when guidance is off
+  logits_cond: jax.Array | None  # [B, H, W, K] float32 layout logits; None: image-only
+  logits_uncond: jax.Array | None
+
+
+def guided_outputs(apply_fn: ApplyFn, params: Any, cfg: SamplerConfig, x_t: jax.Array,
+                   y_t: jax.Array | None, lam: jax.Array, text: jax.Array, text_mask: jax.Array,
+                   sc_image: jax.Array | None = None,
+                   sc_layout: jax.Array | None = None) -> GuidedOutputs:
   """Conditional and unconditional outputs from one batched forward.
 
-  Returns (image_cond, image_uncond, logits_cond, logits_uncond); the
-  unconditional entries are None when guidance is off (scales of 1).
+  The unconditional entries are None when guidance is off (scales of 1).
   """
   b = x_t.shape[0]
   if not cfg.guided:
     img, logits = apply_fn(params, x_t, y_t, lam, text, text_mask,
                            jnp.zeros((b,), bool), sc_image, sc_layout)
-    return img, None, logits, None
+    return GuidedOutputs(img, None, logits, None)
   two = lambda a: None if a is None else jnp.concatenate([a, a], axis=0)
   drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
   img, logits = apply_fn(params, two(x_t), two(y_t), two(lam), two(text), two(text_mask),
                          drop, two(sc_image), two(sc_layout))
   img = img.astype(jnp.float32)
   logits = None if logits is None else logits.astype(jnp.float32)
-  return (img[:b], img[b:], None if logits is None else logits[:b],
-          None if logits is None else logits[b:])
+  return GuidedOutputs(img[:b], img[b:], None if logits is None else logits[:b],
+                       None if logits is None else logits[b:])
 
 
 def _mix(cond, uncond, scale):
   return cond if uncond is None else uncond + scale * (cond - uncond)
 
 
-def _x0_estimate(cfg, prediction, img_pred, x, lam):
-  x0_hat, _ = gaussian.to_x0_eps(img_pred, x, lam, prediction)
+def apply_guidance(out: GuidedOutputs, cfg: SamplerConfig) -> tuple[jax.Array, jax.Array | None]:
+  """Classifier-free guidance: (image prediction, layout logits or None).
+
+  uncond + s (cond - uncond), with the image's and the layout's own scales;
+  the layout's applies to the raw logits (as released).
+  """
+  image = _mix(out.image_cond, out.image_uncond, cfg.guidance_image).astype(jnp.float32)
+  logits = (None if out.logits_cond is None
+            else _mix(out.logits_cond, out.logits_uncond, cfg.guidance_layout))
+  return image, logits
+
+
+def x0_estimate(cfg: SamplerConfig, prediction: str, image_pred: jax.Array, x: jax.Array,
+                lam: jax.Array) -> jax.Array:
+  """x0_hat from the image prediction, dynamically thresholded (or clipped) to [-1, 1]."""
+  x0_hat, _ = gaussian.to_x0_eps(image_pred, x, lam, prediction)
   if cfg.threshold > 0:
     return gaussian.dynamic_threshold(x0_hat, cfg.threshold)
   return jnp.clip(x0_hat, -1.0, 1.0)
 
 
-def reverse_layout_step(key, layout_sched, y, k, j, logits, logits_cond=None,
-                        logits_uncond=None, guidance: str = "logits", scale: float = 1.0):
+def reverse_image_step(cfg: SamplerConfig, key: jax.Array, x: jax.Array, x0_hat: jax.Array,
+                       lam_k: jax.Array, lam_j: jax.Array, x0_prev: jax.Array,
+                       h_ratio: jax.Array) -> jax.Array:
+  """x_j from x_k and x0_hat with the configured solver (ddpm, ddim or dpm2m).
+
+  `x0_prev` and `h_ratio` are DPM-Solver++(2M)'s history (the previous step's
+  x0_hat and 1 / (2 r), `dpm_h_ratios`); the other solvers ignore them.
+  """
+  noise = jax.random.normal(key, x.shape)
+  if cfg.method == "dpm2m":
+    return gaussian.dpm_solver_2m_step(x, x0_hat, x0_prev, lam_k, lam_j, h_ratio,
+                                       cfg.eta, noise if cfg.eta else None)
+  if cfg.method == "ddim":
+    return gaussian.ddim_step(x, x0_hat, lam_k, lam_j, cfg.eta, noise)
+  mean, var = gaussian.posterior(x0_hat, x, lam_k, lam_j)
+  return mean + jnp.sqrt(var) * noise
+
+
+def noise_known(key: jax.Array, sched: joint.JointSchedule, known: dict,
+                step: jax.Array) -> dict:
+  """The known data forward-noised to `step` ([B] int) for RePaint's replacement."""
+  key_img, key_lay = jax.random.split(key)
+  out = {}
+  if "image" in known:
+    lam = joint.image_log_snr(sched, step)
+    out["image"] = gaussian.q_sample(known["image"], lam,
+                                     jax.random.normal(key_img, known["image"].shape))
+  if "layout" in known:
+    log_y0 = categorical.log_onehot(known["layout"], sched.layout.num_classes)
+    out["layout"] = jnp.argmax(categorical.q_sample(key_lay, sched.layout, log_y0, step),
+                               -1).astype(jnp.int32)
+  return out
+
+
+def paste_known(x: jax.Array, y: jax.Array, known: dict,
+                values: dict) -> tuple[jax.Array, jax.Array]:
+  """`values` (e.g. the noised known data) where the masks of `known` say known."""
+  if "image" in known:
+    x = jnp.where(known["image_mask"][..., None], values["image"], x)
+  if "layout" in known:
+    y = jnp.where(known["layout_mask"], values["layout"], y)
+  return x, y
+
+
+def renoise_step(key: jax.Array, sched: joint.JointSchedule, x: jax.Array, y: jax.Array,
+                 j: jax.Array, k: jax.Array, lam_j: jax.Array,
+                 lam_k: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """RePaint's way back: x_j -> x_k and y_j -> y_k with the forward kernels (j < k)."""
+  key_x, key_y = jax.random.split(key)
+  x = gaussian.renoise(x, lam_j, lam_k, jax.random.normal(key_x, x.shape))
+  if sched.has_layout:
+    log_y = categorical.log_onehot(y, sched.layout.num_classes)
+    y = jnp.argmax(categorical.renoise(key_y, sched.layout, log_y, j, k), -1).astype(jnp.int32)
+  return x, y
+
+
+def reverse_layout_step(key: jax.Array, layout_sched: categorical.Schedule, y: jax.Array,
+                        k: jax.typing.ArrayLike, j: jax.typing.ArrayLike, logits: jax.Array,
+                        logits_cond: jax.Array | None = None,
+                        logits_uncond: jax.Array | None = None, guidance: str = "logits",
+                        scale: float = 1.0) -> jax.Array:
   """y_j ~ p(y_j | y_k): the categorical posterior with y_0 replaced by the prediction.
 
   Args:
@@ -199,7 +304,8 @@ def reverse_layout_step(key, layout_sched, y, k, j, logits, logits_cond=None,
 
 def make_sampler(apply_fn: ApplyFn, sched: joint.JointSchedule, cfg: SamplerConfig, *,
                  height: int, width: int, channels: int = 3, prediction: str = "eps",
-                 self_condition_image: bool = False, self_condition_layout: bool = False):
+                 self_condition_image: bool = False,
+                 self_condition_layout: bool = False) -> Callable[..., dict[str, jax.Array]]:
   """Returns a jitted `sample(params, key, text, text_mask, known=None) -> dict`.
 
   Args of the returned function:
@@ -217,54 +323,17 @@ def make_sampler(apply_fn: ApplyFn, sched: joint.JointSchedule, cfg: SamplerConf
   """
   grid = step_grid(sched.num_steps, cfg.steps)
   h_ratios = dpm_h_ratios(np.asarray(sched.image_log_snr, np.float64), grid)
-  has_layout = sched.layout is not None
+  has_layout = sched.has_layout
   num_classes = sched.layout.num_classes if has_layout else 0
+  h, w, c = height, width, channels
 
   def predict(params, x, y, lam_b, text, text_mask, sc_img, sc_lay):
-    """Guided (x0_hat, log_y0_hat or None, cond/uncond logits) at one step."""
-    y_in = y if has_layout else None
-    ic, iu, lc, lu = guided_outputs(apply_fn, params, cfg, x, y_in, lam_b, text, text_mask,
-                                    sc_img if self_condition_image else None,
-                                    sc_lay if self_condition_layout else None)
-    img = _mix(ic, iu, cfg.guidance_image).astype(jnp.float32)
-    x0_hat = _x0_estimate(cfg, prediction, img, x, lam_b)
-    logits = None if lc is None else _mix(lc, lu, cfg.guidance_layout)
-    return x0_hat, logits, lc, lu
-
-  def layout_step(key, y, k, j, logits, lc, lu):
-    return reverse_layout_step(key, sched.layout, y, k, j, logits, lc, lu,
-                               cfg.layout_guidance, cfg.guidance_layout)
-
-  def image_step(key, x, x0_hat, lam_k, lam_j, x0_prev, h_ratio):
-    noise = jax.random.normal(key, x.shape)
-    if cfg.method == "dpm2m":
-      return gaussian.dpm_solver_2m_step(x, x0_hat, x0_prev, lam_k, lam_j, h_ratio,
-                                         cfg.eta, noise if cfg.eta else None)
-    if cfg.method == "ddim":
-      return gaussian.ddim_step(x, x0_hat, lam_k, lam_j, cfg.eta, noise)
-    mean, var = gaussian.posterior(x0_hat, x, lam_k, lam_j)
-    return mean + jnp.sqrt(var) * noise
-
-  def noised_known(key, known, j_b):
-    """The known data forward-noised to step j (for RePaint replacement)."""
-    k_img, k_lay = jax.random.split(key)
-    out = {}
-    if "image" in known:
-      lam = joint.image_log_snr(sched, j_b)
-      out["image"] = gaussian.q_sample(known["image"], lam, jax.random.normal(k_img, known["image"].shape))
-    if "layout" in known:
-      log_y0 = categorical.log_onehot(known["layout"], num_classes)
-      out["layout"] = jnp.argmax(categorical.q_sample(k_lay, sched.layout, log_y0, j_b), -1).astype(jnp.int32)
-    return out
-
-  def paste(x, y, known, noised):
-    if "image" in known:
-      x = jnp.where(known["image_mask"][..., None], noised["image"], x)
-    if "layout" in known:
-      y = jnp.where(known["layout_mask"], noised["layout"], y)
-    return x, y
-
-  h, w, c = height, width, channels
+    """Guided (x0_hat, layout logits or None, the raw outputs) at one step."""
+    out = guided_outputs(apply_fn, params, cfg, x, y if has_layout else None, lam_b, text,
+                         text_mask, sc_img if self_condition_image else None,
+                         sc_lay if self_condition_layout else None)
+    image_pred, logits = apply_guidance(out, cfg)
+    return x0_estimate(cfg, prediction, image_pred, x, lam_b), logits, out
 
   @jax.jit
   def sample(params, key, text, text_mask, known=None):
@@ -276,62 +345,57 @@ def make_sampler(apply_fn: ApplyFn, sched: joint.JointSchedule, cfg: SamplerConf
     if known and cfg.method == "dpm2m":
       raise ValueError("method dpm2m (a multistep ODE solver) does not combine with RePaint's "
                        "known regions; use ddpm or ddim")
-    key, k_x, k_y, k_known = jax.random.split(key, 4)
-    x = jax.random.normal(k_x, (b, h, w, c))
-    y = (jax.random.randint(k_y, (b, h, w), 0, num_classes, jnp.int32) if has_layout
+    key, key_x, key_y, key_known = jax.random.split(key, 4)
+    x = jax.random.normal(key_x, (b, h, w, c))
+    y = (jax.random.randint(key_y, (b, h, w), 0, num_classes, jnp.int32) if has_layout
          else jnp.zeros((b, h, w), jnp.int32))
     if known:
-      x, y = paste(x, y, known, noised_known(k_known, known, jnp.full((b,), grid[0])))
+      x, y = paste_known(x, y, known, noise_known(key_known, sched, known,
+                                                  jnp.full((b,), grid[0])))
     sc_img = jnp.zeros((b, h, w, c))
     sc_lay = jnp.zeros((b, h, w, max(num_classes, 1)))
 
-    def one_step(carry, kjr):
+    def one_step(carry, step_kj):
       x, y, sc_img, sc_lay, key = carry
-      k, j = kjr[0].astype(jnp.int32), kjr[1].astype(jnp.int32)
-      h_ratio = jnp.full((b,), kjr[2])
+      k, j = step_kj[0].astype(jnp.int32), step_kj[1].astype(jnp.int32)
+      h_ratio = jnp.full((b,), step_kj[2])
       lam_k = jnp.full((b,), sched.image_log_snr[k])
       lam_j = jnp.full((b,), sched.image_log_snr[j])
 
       def transition(x, y, key):
-        key, k_img, k_lay = jax.random.split(key, 3)
-        x0_hat, logits, lc, lu = predict(params, x, y, lam_k, text, text_mask, sc_img, sc_lay)
+        """One reverse step k -> j of both modalities."""
+        key, key_img, key_lay = jax.random.split(key, 3)
+        x0_hat, logits, out = predict(params, x, y, lam_k, text, text_mask, sc_img, sc_lay)
         # sc_img holds the previous step's x0_hat: DPM-Solver++(2M)'s history.
-        x_new = image_step(k_img, x, x0_hat, lam_k, lam_j, sc_img, h_ratio)
-        y_new = layout_step(k_lay, y, k, j, logits, lc, lu) if has_layout else y
+        x_new = reverse_image_step(cfg, key_img, x, x0_hat, lam_k, lam_j, sc_img, h_ratio)
+        y_new = (reverse_layout_step(key_lay, sched.layout, y, k, j, logits, out.logits_cond,
+                                     out.logits_uncond, cfg.layout_guidance, cfg.guidance_layout)
+                 if has_layout else y)
         probs = jax.nn.softmax(logits, -1) if has_layout else sc_lay
         return x_new, y_new, x0_hat, probs, key
 
       if not known:
-        x, y, x0_hat, probs, key = transition(x, y, key)
-        return (x, y, x0_hat, probs, key), None
+        return transition(x, y, key), None
 
       def repaint(r, state):
+        """One RePaint repetition: step, replace the known regions, and (but the last) go back."""
         x, y, _, _, key = state
         x, y, x0_hat, probs, key = transition(x, y, key)
-        key, k_known, k_back = jax.random.split(key, 3)
-        x, y = paste(x, y, known, noised_known(k_known, known, jnp.full((b,), j)))
-
-        def go_back(xy):  # j -> k with the correct kernels, for the next repetition
-          x, y = xy
-          kx, ky = jax.random.split(k_back)
-          x = gaussian.renoise(x, lam_j, lam_k, jax.random.normal(kx, x.shape))
-          if has_layout:
-            log_y = categorical.log_onehot(y, num_classes)
-            y = jnp.argmax(categorical.renoise(ky, sched.layout, log_y, j, k), -1).astype(jnp.int32)
-          return x, y
-
-        x, y = jax.lax.cond(r < cfg.resample - 1, go_back, lambda xy: xy, (x, y))
+        key, key_known, key_back = jax.random.split(key, 3)
+        x, y = paste_known(x, y, known, noise_known(key_known, sched, known, jnp.full((b,), j)))
+        x, y = jax.lax.cond(r < cfg.resample - 1,
+                            lambda xy: renoise_step(key_back, sched, *xy, j, k, lam_j, lam_k),
+                            lambda xy: xy, (x, y))
         return x, y, x0_hat, probs, key
 
-      x, y, x0_hat, probs, key = jax.lax.fori_loop(0, cfg.resample, repaint, (x, y, sc_img, sc_lay, key))
-      return (x, y, x0_hat, probs, key), None
+      return jax.lax.fori_loop(0, cfg.resample, repaint, (x, y, sc_img, sc_lay, key)), None
 
     steps = jnp.asarray(np.stack([grid[:-1], grid[1:], h_ratios], axis=1), jnp.float32)  # [S-1, 3]
     (x, y, sc_img, sc_lay, key), _ = jax.lax.scan(one_step, (x, y, sc_img, sc_lay, key), steps)
 
     # Last grid step (k = 0): the model's clean estimates.
     lam_0 = jnp.full((b,), sched.image_log_snr[grid[-1]])
-    x0_hat, logits, _, _ = predict(params, x, y, lam_0, text, text_mask, sc_img, sc_lay)
+    x0_hat, logits, _ = predict(params, x, y, lam_0, text, text_mask, sc_img, sc_lay)
     out = {"image": x0_hat}
     if has_layout:
       if cfg.final_layout == "argmax":

@@ -8,8 +8,7 @@ On any prepared dataset it gives
 
 Train, then load:
 
-  python -m gcd_jax.segnet train --dataset synthetic_scenes --config 32 --out /tmp/segnet
-  (or python -m gcd_jax.segmenter train ...)
+  python -m gcd_jax.segnet train --dataset=synthetic_scenes --config=32 --out=/tmp/segnet
 
   model = segnet.load("/tmp/segnet")
   layouts = model(images_uint8)                  # [N, H, W] int32 class ids
@@ -41,7 +40,6 @@ input size before the argmax, so layouts always have the input's H, W.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
@@ -52,7 +50,9 @@ import re
 import sys
 import tempfile
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+
+from absl import flags
 
 import flax.linen as nn
 import flax.serialization
@@ -62,12 +62,17 @@ import numpy as np
 import optax
 import tqdm
 
+from gcd_jax import cli
 from gcd_jax import fileio
+from gcd_jax import visualize
 from gcd_jax.data import pipeline
 from gcd_jax.data.features import LayoutClasses
 from gcd_jax.metrics import fid
 from gcd_jax.metrics import layout_metrics
 from gcd_jax.metrics import segmenters
+
+if TYPE_CHECKING:
+  import tensorflow_datasets as tfds
 
 WEIGHTS_FILE = "segnet.msgpack"
 RECORD_FILE = "segnet.json"
@@ -123,7 +128,7 @@ class SegNetConfig:
     """D: the bottleneck's width plus every decoder level's."""
     return sum(self.widths)
 
-  def check_size(self, image_size) -> tuple[int, int]:
+  def check_size(self, image_size: Sequence[int]) -> tuple[int, int]:
     """(H, W) as ints; raises ValueError unless both are divisible by 2**downsamplings."""
     h, w = (int(v) for v in image_size)
     f = 2 ** self.downsamplings
@@ -148,7 +153,7 @@ class ConvBlock(nn.Module):
   stem: bool = False
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> jax.Array:
     for i in range(2):
       x = nn.Conv(self.width, (3, 3), padding="SAME", name=f"conv{i}")(x)
       if not (self.stem and i == 0):
@@ -172,7 +177,7 @@ class SegNet(nn.Module):
   config: SegNetConfig
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     c = self.config
     skips = []
     for level, width in enumerate(c.widths):
@@ -190,14 +195,15 @@ class SegNet(nn.Module):
     return logits, jnp.concatenate(pooled, axis=-1)
 
 
-def param_shapes(config: SegNetConfig, image_size=(32, 32)):
+def param_shapes(config: SegNetConfig, image_size: Sequence[int] = (32, 32)) -> Any:
   """The parameter tree of SegNet(config) as jax.ShapeDtypeStructs (nothing computed)."""
   h, w = config.check_size(image_size)
   x = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
   return jax.eval_shape(lambda x: SegNet(config).init(jax.random.PRNGKey(0), x), x)["params"]
 
 
-def init_params(config: SegNetConfig, image_size=(32, 32), seed: int = 0):
+def init_params(config: SegNetConfig, image_size: Sequence[int] = (32, 32),
+                seed: int = 0) -> Any:
   """Fresh parameters of SegNet(config), drawn in numpy from `seed`.
 
   Kernels are LeCun normal (std sqrt(1 / fan_in)), GroupNorm scales 1, biases 0.
@@ -222,7 +228,8 @@ def init_params(config: SegNetConfig, image_size=(32, 32), seed: int = 0):
 # Loss and training.
 
 
-def pixel_cross_entropy(logits, labels, ignore_id: int | None = None):
+def pixel_cross_entropy(logits: jax.Array, labels: jax.Array | np.ndarray,
+                        ignore_id: int | None = None) -> jax.Array:
   """Softmax cross-entropy averaged over the labelled pixels.
 
   Args:
@@ -258,8 +265,9 @@ def make_optimizer(lr: float, steps: int) -> optax.GradientTransformation:
   return optax.adam(schedule)
 
 
-def make_train_step(config: SegNetConfig, optimizer: optax.GradientTransformation,
-                    ignore_id: int | None):
+def make_train_step(
+    config: SegNetConfig, optimizer: optax.GradientTransformation, ignore_id: int | None
+) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]:
   """jitted (state, images [B,H,W,3] in [-1,1], layouts [B,H,W]) -> (state, loss); donates state."""
   module = SegNet(config)
 
@@ -276,11 +284,11 @@ def make_train_step(config: SegNetConfig, optimizer: optax.GradientTransformatio
   return jax.jit(step, donate_argnums=0)
 
 
-class InputError(ValueError):
+class InputError(cli.InputError):
   """A bad dataset, split or size given to `train` (the CLI exits 2 on it)."""
 
 
-def dataset_image_size(builder) -> tuple[int, int] | None:
+def dataset_image_size(builder: tfds.core.DatasetBuilder) -> tuple[int, int] | None:
   """(H, W) declared by the builder's image feature, None when it varies."""
   shape = builder.info.features["image"].shape
   if shape[0] is None or shape[1] is None:
@@ -310,9 +318,10 @@ def _setup(dataset, data_dir, split, eval_split, image_size, config_fn):
 
 
 def train(dataset: str, *, data_dir: str | None = None, split: str = "train",
-          eval_split: str | None = "test", image_size=None, steps: int = DEFAULT_STEPS,
-          batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR, seed: int = 0,
-          out_dir, widths=DEFAULT_WIDTHS, groups: int = 8, num_threads: int = 2,
+          eval_split: str | None = "test", image_size: Sequence[int] | None = None,
+          steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_BATCH_SIZE,
+          lr: float = DEFAULT_LR, seed: int = 0, out_dir: str | os.PathLike,
+          widths: Sequence[int] = DEFAULT_WIDTHS, groups: int = 8, num_threads: int = 2,
           max_eval_examples: int | None = None, progress: bool = True) -> dict[str, Any]:
   """Trains a SegNet on `dataset`, evaluates it on `eval_split` and saves it to `out_dir`.
 
@@ -341,7 +350,7 @@ def train(dataset: str, *, data_dir: str | None = None, split: str = "train",
     raise InputError(f"need steps >= 1, batch_size >= 1, lr > 0; got {steps}, {batch_size}, {lr}.")
   _, classes, config, image_size = _setup(
       dataset, data_dir, split, eval_split, image_size,
-      lambda k: SegNetConfig(num_classes=k, widths=tuple(widths), groups=groups))
+      lambda num_classes: SegNetConfig(num_classes=num_classes, widths=tuple(widths), groups=groups))
   ignore_id = classes.ignore_id
 
   optimizer = make_optimizer(lr, steps)
@@ -407,7 +416,7 @@ def evaluate(model: SegNetModel, dataset: str, *, split: str = "test",
     images, layouts = batch["image"], batch["layout"]
     if max_examples is not None:
       images, layouts = images[:max_examples - seen], layouts[:max_examples - seen]
-    acc.update(model(_to_uint8(images)), layouts)
+    acc.update(model(visualize.to_uint8(images)), layouts)
     seen += len(images)
     if max_examples is not None and seen >= max_examples:
       break
@@ -415,11 +424,6 @@ def evaluate(model: SegNetModel, dataset: str, *, split: str = "test",
   if np.isnan(miou):
     raise ValueError(f"{dataset!r} split {split!r}: no labelled pixel to evaluate on.")
   return float(miou), [None if np.isnan(v) else float(v) for v in per_class]
-
-
-def _to_uint8(images) -> np.ndarray:
-  # Exact inverse of pipeline.to_model_dtypes (x * 2/255 - 1) for its outputs.
-  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------
@@ -444,8 +448,8 @@ def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
     raise
 
 
-def save(out_dir, config: SegNetConfig, params, classes: LayoutClasses, image_size,
-         record: dict[str, Any] | None = None) -> dict[str, Any]:
+def save(out_dir: str | os.PathLike, config: SegNetConfig, params: Any, classes: LayoutClasses,
+         image_size: Sequence[int], record: dict[str, Any] | None = None) -> dict[str, Any]:
   """Writes segnet.msgpack, then segnet.json (atomically each); returns the json record.
 
   `record` holds extra JSON-serialisable entries (training settings, mIoU); the
@@ -469,7 +473,7 @@ def save(out_dir, config: SegNetConfig, params, classes: LayoutClasses, image_si
   return full
 
 
-def read_record(out_dir) -> dict[str, Any]:
+def read_record(out_dir: str | os.PathLike) -> dict[str, Any]:
   """The parsed segnet.json of `out_dir`.
 
   Raises:
@@ -479,7 +483,7 @@ def read_record(out_dir) -> dict[str, Any]:
   path = pathlib.Path(out_dir) / RECORD_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no such file (train a segnet there first:"
-                            " python -m gcd_jax.segnet train --dataset ... --out DIR).")
+                            " python -m gcd_jax.segnet train --dataset=... --out=DIR).")
   try:
     record = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(record, dict) or record.get("format") != FORMAT:
@@ -494,7 +498,7 @@ def read_record(out_dir) -> dict[str, Any]:
   return record
 
 
-def load(out_dir, batch_size: int = EVAL_BATCH_SIZE) -> SegNetModel:
+def load(out_dir: str | os.PathLike, batch_size: int = EVAL_BATCH_SIZE) -> SegNetModel:
   """The SegNetModel saved in `out_dir` by `train` / `save`.
 
   Raises:
@@ -545,9 +549,9 @@ class SegNetModel:
     record: the parsed segnet.json (empty for an unsaved model).
   """
 
-  def __init__(self, config: SegNetConfig, params, classes: LayoutClasses, image_size,
-               identity: str, record: dict[str, Any] | None = None,
-               batch_size: int = EVAL_BATCH_SIZE):
+  def __init__(self, config: SegNetConfig, params: Any, classes: LayoutClasses,
+               image_size: Sequence[int], identity: str, record: dict[str, Any] | None = None,
+               batch_size: int = EVAL_BATCH_SIZE) -> None:
     if classes.num_classes != config.num_classes:
       raise ValueError(f"SegNetModel: {classes.num_classes} classes but the network has"
                        f" {config.num_classes}.")
@@ -568,7 +572,7 @@ class SegNetModel:
     return (f"SegNetModel({self.identity}, K={self.num_classes}, {self.image_size[0]}x"
             f"{self.image_size[1]}, D={self.dim})")
 
-  def predict(self, images) -> tuple[np.ndarray, np.ndarray]:
+  def predict(self, images: jax.Array | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [N, H, W, 3] -> (layouts int32 [N, H, W], features float32 [N, D])."""
     images = segmenters.check_images(images, "SegNetModel")
     n = len(images)
@@ -589,11 +593,11 @@ class SegNetModel:
                                        "SegNetModel")
     return layouts, np.concatenate(feats).astype(np.float32, copy=False)
 
-  def __call__(self, images) -> np.ndarray:
+  def __call__(self, images: jax.Array | np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, 3] -> [N, H, W] int32 class ids (the Segmenter protocol)."""
     return self.predict(images)[0]
 
-  def features(self, images) -> np.ndarray:
+  def features(self, images: jax.Array | np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, 3] -> [N, D] float32 (see SegNet)."""
     return self.predict(images)[1]
 
@@ -620,89 +624,82 @@ def _forward(module: SegNet, size: tuple[int, int], params, images):
 # Command line.
 
 
+PROG = "python -m gcd_jax.segnet"
+
+
 def parse_size(text: str) -> tuple[int, int]:
   """"32x64" (HxW) or "32" (square) -> (32, 64)."""
   m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
   if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
-    raise argparse.ArgumentTypeError(f"--size {text!r}: expected HxW, e.g. 32x32 or 128x256.")
+    raise InputError(f"--size {text!r}: expected HxW, e.g. 32x32 or 128x256.")
   h = int(m.group(1))
   return h, int(m.group(2)) if m.group(2) else h
 
 
-def _positive(kind):
-  def parse(text):
-    try:
-      v = kind(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-    if not v > 0:
-      raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return v
-  return parse
-
-
-def _widths(text: str) -> tuple[int, ...]:
+def parse_widths(text: Sequence[str]) -> tuple[int, ...]:
+  """["16", "32", "64"] (a comma-separated flag) -> (16, 32, 64)."""
   try:
-    w = tuple(int(v) for v in text.split(","))
+    w = tuple(int(v) for v in text)
   except ValueError:
-    raise argparse.ArgumentTypeError(f"--widths {text!r}: expected e.g. 16,32,64") from None
+    raise InputError(f"--widths {','.join(text)!r}: expected e.g. 16,32,64") from None
   if len(w) < 2 or min(w) < 1:
-    raise argparse.ArgumentTypeError(f"--widths {text!r}: need >= 2 positive widths")
+    raise InputError(f"--widths {','.join(text)!r}: need >= 2 positive widths")
   return w
 
 
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m gcd_jax.segnet",
-                              description=__doc__.split("\n\n")[0])
-  sub = p.add_subparsers(dest="command", required=True)
-  t = sub.add_parser("train", help="train a segnet on a prepared dataset")
-  t.add_argument("--dataset", required=True, help="dataset name, e.g. synthetic_scenes")
-  t.add_argument("--config", help="dataset config, e.g. 32 (-> synthetic_scenes/32)")
-  t.add_argument("--data_dir", "--data-dir", dest="data_dir",
-                 help="TFDS data dir (default ~/tensorflow_datasets)")
-  t.add_argument("--out", help="output directory (default segnets/<dataset>_<config>)")
-  t.add_argument("--steps", type=_positive(int), default=DEFAULT_STEPS)
-  t.add_argument("--batch-size", type=_positive(int), default=DEFAULT_BATCH_SIZE)
-  t.add_argument("--lr", type=_positive(float), default=DEFAULT_LR)
-  t.add_argument("--seed", type=int, default=0)
-  t.add_argument("--size", type=parse_size, help="HxW to train at (default: the dataset's size)")
-  t.add_argument("--widths", type=_widths, default=DEFAULT_WIDTHS,
-                 help="channels per level, e.g. 16,32,64")
-  t.add_argument("--groups", type=_positive(int), default=8, help="GroupNorm groups")
-  t.add_argument("--split", default="train")
-  t.add_argument("--eval-split", default="test", help="held-out split ('' to skip)")
-  t.add_argument("--num-threads", type=_positive(int), default=2)
-  t.add_argument("--no-progress", action="store_true", help="no progress bar")
-  return p
+def define_flags(fv: flags.FlagValues) -> None:
+  """The flags of `python -m gcd_jax.segnet train`."""
+  flags.DEFINE_string("dataset", None, "Dataset name, e.g. synthetic_scenes.", required=True,
+                      flag_values=fv)
+  flags.DEFINE_string("config", None, "Dataset config, e.g. 32 (-> synthetic_scenes/32).",
+                      flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "TFDS data dir (default ~/tensorflow_datasets).",
+                      flag_values=fv)
+  flags.DEFINE_string("out", None, "Output directory (default segnets/<dataset>_<config>).",
+                      flag_values=fv)
+  flags.DEFINE_integer("steps", DEFAULT_STEPS, "Training steps.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Training batch.", flag_values=fv)
+  flags.DEFINE_float("lr", DEFAULT_LR, "Adam learning rate.", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Seed of the initialisation and the data order.",
+                       flag_values=fv)
+  flags.DEFINE_string("size", None, "HxW to train at (default: the dataset's size).",
+                      flag_values=fv)
+  flags.DEFINE_list("widths", [str(w) for w in DEFAULT_WIDTHS], "Channels per level.",
+                    flag_values=fv)
+  flags.DEFINE_integer("groups", 8, "GroupNorm groups.", flag_values=fv)
+  flags.DEFINE_string("split", "train", "Training split.", flag_values=fv)
+  flags.DEFINE_string("eval_split", "test", "Held-out split ('' to skip).", flag_values=fv)
+  flags.DEFINE_integer("num_threads", 2, "Input-pipeline threads.", flag_values=fv)
+  flags.DEFINE_bool("progress", True, "Show a progress bar (--noprogress: none).",
+                    flag_values=fv)
+  for name in ("steps", "batch_size", "lr", "groups", "num_threads"):
+    flags.register_validator(name, lambda v: v > 0, message=f"--{name} must be > 0",
+                             flag_values=fv)
 
 
-def main(argv=None) -> int:
-  """The CLI; bad arguments print a message on stderr and exit with status 2."""
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  from gcd_jax import compilation_cache  # pylint: disable=g-import-not-at-top
-  compilation_cache.enable()
+def _command(args) -> None:
+  widths = parse_widths(args.widths)
+  size = parse_size(args.size) if args.size is not None else None
+  SegNetConfig(num_classes=1, widths=widths, groups=args.groups)  # bad combinations fail here
   name = f"{args.dataset}/{args.config}" if args.config else args.dataset
   out = args.out or os.path.join("segnets", name.replace("/", "_"))
-  try:
-    SegNetConfig(num_classes=1, widths=args.widths, groups=args.groups)
-  except ValueError as e:
-    parser.error(str(e))
-  try:
-    record = train(name, data_dir=args.data_dir, split=args.split,
-                   eval_split=args.eval_split or None, image_size=args.size, steps=args.steps,
-                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=out,
-                   widths=args.widths, groups=args.groups, num_threads=args.num_threads,
-                   progress=not args.no_progress)
-  except (FileNotFoundError, InputError) as e:
-    parser.error(str(e))
+  record = train(name, data_dir=args.data_dir, split=args.split,
+                 eval_split=args.eval_split or None, image_size=size, steps=args.steps,
+                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=out,
+                 widths=widths, groups=args.groups, num_threads=args.num_threads,
+                 progress=args.progress)
   miou = record["heldout_miou"]
   print(f"held-out mIoU on {record['eval_split']}: "
         + (f"{miou:.4f}" if miou is not None else "not evaluated"))
   print(f"trained {record['steps']} steps in {record['train_seconds']:.0f} s;"
         f" wrote {os.path.join(out, WEIGHTS_FILE)} and {os.path.join(out, RECORD_FILE)}"
         f" (identity {record['identity']})")
-  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """`python -m gcd_jax.segnet train --dataset=... [flags]`; returns the exit status."""
+  return cli.command_main(define_flags, _command, prog=PROG, doc=__doc__, argv=argv,
+                          positional=("train",))
 
 
 if __name__ == "__main__":

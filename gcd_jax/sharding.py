@@ -9,6 +9,9 @@ devices, on a GPU and across the hosts of a TPU slice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from absl import logging
 import jax
 import numpy as np
@@ -17,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
+def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A ('data', 'fsdp') mesh over `devices` (all devices by default).
 
   Args:
@@ -56,7 +59,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def param_spec(shape, fsdp_size: int, min_size: int = 2**18) -> P:
+def param_spec(shape: Sequence[int], fsdp_size: int, min_size: int = 2**18) -> P:
   """Shards the largest axis divisible by the fsdp size; small arrays stay replicated."""
   if fsdp_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
     return P()
@@ -68,7 +71,7 @@ def param_spec(shape, fsdp_size: int, min_size: int = 2**18) -> P:
   return P()
 
 
-def state_shardings(mesh: Mesh, abstract_state, min_size: int = 2**18):
+def state_shardings(mesh: Mesh, abstract_state: Any, min_size: int = 2**18) -> Any:
   """NamedShardings for every leaf of a (abstract) train state."""
   fsdp = mesh.shape["fsdp"]
   return jax.tree.map(

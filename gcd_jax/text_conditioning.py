@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
 from gcd_jax.models.text import cache as text_cache
 from gcd_jax.models.text import pretrained
 from gcd_jax.models.text import scratch
+
+if TYPE_CHECKING:
+  import ml_collections
 
 TOKENIZER_FILE = "text_tokenizer.json"
 
@@ -31,11 +34,14 @@ class FrozenText:
 
   kind = "frozen"
 
-  def __init__(self, encoder, cache_dir, max_memory_items: int = 4096):
+  def __init__(self, encoder: pretrained.PretrainedTextEncoder, cache_dir: str | pathlib.Path,
+               max_memory_items: int = 4096) -> None:
     self.encoder = encoder
     self.cache = text_cache.CaptionEmbeddingCache(encoder, cache_dir, max_memory_items=max_memory_items)
 
-  def batch(self, captions):
+  vocab_size = None  # the encoder is outside the model
+
+  def batch(self, captions: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
     return self.cache.get([str(c) for c in captions])
 
   def describe(self) -> dict:
@@ -52,7 +58,12 @@ class ScratchText:
   def __init__(self, tokenizer: scratch.WordTokenizer):
     self.tokenizer = tokenizer
 
-  def batch(self, captions):
+  @property
+  def vocab_size(self) -> int:
+    """What the model's embedding table needs (train_lib.make_model)."""
+    return self.tokenizer.vocab_size
+
+  def batch(self, captions: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
     return self.tokenizer.encode([str(c) for c in captions])
 
   def describe(self) -> dict:
@@ -62,7 +73,7 @@ class ScratchText:
             "max_length": self.tokenizer.max_length, "vocab_size": self.tokenizer.vocab_size}
 
 
-def load_frozen_encoder(config):
+def load_frozen_encoder(config: ml_collections.ConfigDict) -> pretrained.PretrainedTextEncoder:
   """The frozen text encoder named by config.text.encoder ("minilm" or a local dir)."""
   path = None if config.text.encoder == "minilm" else config.text.encoder
   encoder = pretrained.load_pretrained(path, max_length=config.text.max_length,
@@ -75,12 +86,13 @@ def load_frozen_encoder(config):
   return encoder
 
 
-def make_text(config, workdir, train_captions: Callable[[], Iterable[str]] | None = None):
+def make_text(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+              train_captions: Callable[[], Iterable[str]] | None = None
+              ) -> FrozenText | ScratchText:
   """The text provider of a run; for "scratch", builds (or reloads) the tokenizer.
 
   Args:
-    config: the experiment config. For "scratch", config.text.scratch.vocab_size
-      is set from the tokenizer (the checkpoint's config then records it).
+    config: the experiment config (read, never written).
     workdir: the run's workdir (cache, tokenizer).
     train_captions: called once, to build a new scratch tokenizer.
   """
@@ -100,14 +112,4 @@ def make_text(config, workdir, train_captions: Callable[[], Iterable[str]] | Non
   if tokenizer.max_length != config.text.max_length:
     raise ValueError(f"{path}: tokenizer max_length {tokenizer.max_length} but "
                      f"config.text.max_length={config.text.max_length}")
-  config.text.scratch.vocab_size = tokenizer.vocab_size
   return ScratchText(tokenizer)
-
-
-def empty_text(config, batch_size: int):
-  """Zero text inputs of the right dtype and shape (model init, shape inference)."""
-  length = config.text.max_length
-  if config.text.encoder == "scratch":
-    return np.zeros((batch_size, length), np.int32), np.ones((batch_size, length), bool)
-  return (np.zeros((batch_size, length, config.model.text_dim), np.float32),
-          np.ones((batch_size, length), bool))

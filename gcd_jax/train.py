@@ -11,6 +11,7 @@ from __future__ import annotations
 import pathlib
 import signal
 import time
+from typing import Any, Callable, Sequence
 
 from absl import logging
 from clu import metric_writers
@@ -61,7 +62,7 @@ class _Preemption:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       step_hooks=()) -> train_lib.TrainState:
+                       step_hooks: Sequence[Callable[[int], Any]] = ()) -> train_lib.TrainState:
   """Trains (or resumes) a joint model in `workdir`; returns the final state.
 
   Args:
@@ -93,14 +94,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      f"{run_lib.dataset_name(config)!r} has {classes.num_classes} layout classes")
 
   # Text: a frozen encoder behind a caption cache (it never runs inside the step),
-  # or a scratch encoder's tokenizer (before the model: it sets the vocabulary size).
-  text = text_conditioning.make_text(
-      config, workdir, lambda: pipeline.split_captions(
-          run_lib.dataset_name(config), config.data.captioned_split or config.data.train_split,
-          config.data.data_dir or None))
+  # or a scratch encoder's tokenizer (before the model, which takes its vocabulary size).
+  train_captions = lambda: pipeline.split_captions(
+      run_lib.dataset_name(config), config.data.captioned_split or config.data.train_split,
+      config.data.data_dir or None)
+  text = text_conditioning.make_text(config, workdir, train_captions)
+  if config.text.precompute and text.kind == "frozen":
+    # Fill the caption cache before the first step (a progress bar with the ETA);
+    # otherwise it fills as batches first see their captions.
+    text.cache.precompute(train_captions(), batch_size=config.text.batch_size)
 
   # Model, schedules and a sharded initial state.
-  model = train_lib.make_model(config)
+  model = train_lib.make_model(config, text.vocab_size)
   sched = train_lib.make_joint_schedule(config)
   rng = jax.random.PRNGKey(config.seed)
   abstract = jax.eval_shape(lambda r: train_lib.init_state(config, model, r), rng)
@@ -147,21 +152,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   evaluation = eval_sampler = None
   if config.train.eval_every:
     from gcd_jax.evaluators import suite  # pylint: disable=g-import-not-at-top
-    evaluation = suite.TrainingEvaluation(config, bool(config.model.num_classes),
+    evaluation = suite.TrainingEvaluation(config, model.config.has_layout,
                                           run_lib.dataset_name(config))
     eval_sampler = run_lib.make_sampler(config, model, sched, sampling.SamplerConfig.from_config(
         config.sample, **({"steps": config.eval.steps} if config.eval.steps else {})))
 
   num_steps = config.train.num_steps
-  report = periodic_actions.ReportProgress(
-      num_train_steps=num_steps, writer=writer, every_secs=config.train.progress_every_secs)
-  hooks = ([report] if process_index == 0 else []) + list(step_hooks)
+  # clu's ReportProgress: the steps_per_sec series, and a log line with the ETA,
+  # at every log step and every progress_every_secs.
+  hooks = [periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer, every_steps=config.train.log_every,
+      every_secs=config.train.progress_every_secs)] if process_index == 0 else []
+  if config.train.profile_steps and process_index == 0:
+    # One profile of profile_steps steps (however long they take), written for
+    # TensorBoard's profile plugin to <workdir>/plugins/profile.
+    hooks.append(periodic_actions.Profile(
+        logdir=str(workdir), num_profile_steps=config.train.profile_steps,
+        profile_duration_ms=None, every_secs=None,
+        first_profile=max(start_step + 1, config.train.profile_first_step)))
+  hooks += list(step_hooks)
 
   def next_batch():
     batch = next(train_iter)
     tokens, mask = text.batch(batch["caption"])
     arrays = {"image": batch["image"], "text": tokens, "text_mask": mask}
-    if config.model.num_classes:
+    if model.config.has_layout:
       arrays["layout"] = batch["layout"]
     if "captioned" in batch:
       arrays["captioned"] = batch["captioned"]
@@ -192,9 +207,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         pending = None
         scalars = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]
                    if not k.startswith("finite_")}
-        elapsed = time.time() - t_window
-        scalars["steps_per_sec"] = len(window) / elapsed
-        scalars["examples_per_sec"] = len(window) * config.data.batch_size / elapsed
+        # steps_per_sec is ReportProgress's series (above); this one counts examples.
+        scalars["examples_per_sec"] = len(window) * config.data.batch_size / (time.time() - t_window)
         writer.write_scalars(step, scalars)
         window, t_window = [], time.time()
 
@@ -217,6 +231,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           _check_finite(*pending, ckpt)
           pending = None
         save(step, force=step == num_steps)
+  if config.train.profile_steps and process_index == 0:
+    try:
+      jax.profiler.stop_trace()  # a profile window that the end of training cut short
+    except RuntimeError:
+      pass  # none running: it completed (the usual case)
   ckpt.close()
   return state
 

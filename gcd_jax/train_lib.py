@@ -11,9 +11,10 @@ Batch (global arrays, sharded over the batch axis):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -22,7 +23,6 @@ import optax
 from gcd_jax.diffusion import categorical
 from gcd_jax.diffusion import gaussian
 from gcd_jax.diffusion import joint
-from gcd_jax import text_conditioning
 from gcd_jax.models import conditioned
 from gcd_jax.models import unet as unet_lib
 
@@ -57,7 +57,7 @@ def make_joint_schedule(config: ml_collections.ConfigDict) -> joint.JointSchedul
   )
 
 
-def make_loss_config(config) -> joint.LossConfig:
+def make_loss_config(config: ml_collections.ConfigDict) -> joint.LossConfig:
   c = config.loss
   return joint.LossConfig(
       prediction=config.model.prediction,
@@ -65,26 +65,31 @@ def make_loss_config(config) -> joint.LossConfig:
       layout_weight=c.layout_weight,
       image_p2_gamma=c.image_p2_gamma,
       layout_p2_gamma=c.layout_p2_gamma,
-      p2_k=c.p2_k,
+      p2_offset=c.p2_offset,
       layout_normalize=c.layout_normalize,
   )
 
 
-def make_model(config):
-  """The JointUNet, or the TextConditionedUNet when the text encoder trains from scratch."""
+def make_model(config: ml_collections.ConfigDict, scratch_vocab_size: int | None = None) -> nn.Module:
+  """The JointUNet, or the TextConditionedUNet when the text encoder trains from scratch.
+
+  `scratch_vocab_size`: the vocabulary of the run's word tokenizer, needed
+  (only) by a scratch encoder: `make_model(config, text.vocab_size)` with `text`
+  from `text_conditioning.make_text`.
+  """
   unet_config = unet_lib.UNetConfig.from_dict(config.model)
   if config.text.encoder != "scratch":
     return unet_lib.JointUNet(unet_config)
+  if not scratch_vocab_size:
+    raise ValueError("config.text.encoder='scratch' needs the tokenizer's vocabulary size: "
+                     "make_model(config, text.vocab_size), text = text_conditioning.make_text(...)")
   s = config.text.scratch
-  if s.vocab_size < 1:
-    raise ValueError("config.text.scratch.vocab_size is unset: make the run's text provider "
-                     "(text_conditioning.make_text) before the model")
   return conditioned.TextConditionedUNet(unet_config, conditioned.ScratchTextConfig(
-      vocab_size=s.vocab_size, max_length=config.text.max_length, num_layers=s.num_layers,
-      num_heads=s.num_heads, dropout=s.dropout))
+      vocab_size=scratch_vocab_size, max_length=config.text.max_length,
+      num_layers=s.num_layers, num_heads=s.num_heads, dropout=s.dropout))
 
 
-def learning_rate_schedule(config) -> optax.Schedule:
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warm-up, then constant, cosine or linear decay to `end_factor` * lr."""
   o = config.optimizer
   lr, warmup, total = o.learning_rate, o.warmup_steps, config.train.num_steps
@@ -101,7 +106,7 @@ def learning_rate_schedule(config) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam / AdamW (the paper: Adam, lr 1.2e-4, betas (0.9, 0.99), no clipping)."""
   o = config.optimizer
   lr = learning_rate_schedule(config)
@@ -116,31 +121,27 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return opt
 
 
-def ema_decay(config, step):
+def ema_decay(config: ml_collections.ConfigDict, step: jax.typing.ArrayLike) -> jax.Array:
   """EMA decay with warm-up: min(decay, (1 + step) / (warmup + step)), 0 before `ema.start`."""
   e = config.ema
   decay = jnp.minimum(e.decay, (1.0 + step) / (e.warmup + step)) if e.warmup > 0 else jnp.asarray(e.decay)
   return jnp.where(step < e.start, 0.0, decay)
 
 
-def dummy_inputs(config, batch_size: int = 1):
-  """Zero inputs of the model's input shapes (for init and shape inference)."""
-  m = config.model
-  h, w = config.data.height, config.data.width
-  x = jnp.zeros((batch_size, h, w, m.image_channels), jnp.float32)
-  y = jnp.zeros((batch_size, h, w), jnp.int32) if m.num_classes else None  # image-only: no layout
-  lam = jnp.zeros((batch_size,), jnp.float32)
-  text, mask = map(jnp.asarray, text_conditioning.empty_text(config, batch_size))
-  kwargs = {}
-  if m.lowres_cond:
-    kwargs = dict(lowres_image=x, lowres_layout=y, lowres_log_snr=lam)
-  return (x, y, lam, text, mask), kwargs
+def init_inputs(config: ml_collections.ConfigDict, batch_size: int = 1) -> tuple[tuple, dict]:
+  """Concrete inputs of the model's shapes for `model.init`: zeros, an all-True text mask."""
+  args, kwargs = unet_lib.example_inputs(
+      unet_lib.UNetConfig.from_dict(config.model), batch_size, config.data.height,
+      config.data.width, config.text.max_length, text_ids=config.text.encoder == "scratch")
+  zeros = lambda s: None if s is None else jnp.zeros(s.shape, s.dtype)
+  args = tuple(map(zeros, args[:4])) + (jnp.ones(args[4].shape, bool),)
+  return args, {k: zeros(v) for k, v in kwargs.items()}
 
 
-def init_state(config, model, rng) -> TrainState:
+def init_state(config: ml_collections.ConfigDict, model: nn.Module, rng: jax.Array) -> TrainState:
   """A fresh state: params, EMA copy, optimizer state; call under jit."""
   init_rng, state_rng = jax.random.split(rng)
-  args, kwargs = dummy_inputs(config)
+  args, kwargs = init_inputs(config)
   params = model.init({"params": init_rng, "dropout": init_rng}, *args, **kwargs)["params"]
   return TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -155,7 +156,8 @@ def _global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
-def make_train_step(config, model, sched: joint.JointSchedule, ignore_id: int | None = None):
+def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, sched: joint.JointSchedule,
+                    ignore_id: int | None = None) -> Callable[..., tuple[TrainState, dict]]:
   """Returns train_step(state, batch) -> (state, metrics), to be jitted by the caller.
 
   A step whose loss or gradient is not finite leaves the state unchanged and
@@ -169,7 +171,7 @@ def make_train_step(config, model, sched: joint.JointSchedule, ignore_id: int | 
   optimizer = make_optimizer(config)
   lr_fn = learning_rate_schedule(config)
   mcfg = model.config
-  has_layout = mcfg.layout
+  has_layout = mcfg.has_layout
   num_classes = mcfg.num_classes
   caption_dropout = config.train.caption_dropout
 
@@ -181,20 +183,20 @@ def make_train_step(config, model, sched: joint.JointSchedule, ignore_id: int | 
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    k_time, k_noise, k_drop, k_dropout, k_sc, k_sc_dropout = jax.random.split(rng, 6)
+    key_time, key_noise, key_drop, key_dropout, key_sc, key_sc_dropout = jax.random.split(rng, 6)
     x0 = batch["image"].astype(jnp.float32)
     bsz = x0.shape[0]
-    k = joint.sample_steps(k_time, bsz, sched.num_steps)
+    k = joint.sample_steps(key_time, bsz, sched.num_steps)
     log_y0 = layout_mask = None
     if has_layout:
       log_y0 = categorical.log_onehot(batch["layout"], num_classes)
       if ignore_id is not None:
         layout_mask = batch["layout"] != ignore_id
         log_y0 = jnp.where(layout_mask[..., None], log_y0, -jnp.log(float(num_classes)))
-    x_t, log_yk, eps = joint.q_sample(k_noise, sched, x0, log_y0, k)
+    x_t, log_yk, eps = joint.q_sample(key_noise, sched, x0, log_y0, k)
     y_t = jnp.argmax(log_yk, axis=-1).astype(jnp.int32) if has_layout else None
     lam = joint.image_log_snr(sched, k)
-    drop_text = jax.random.bernoulli(k_drop, caption_dropout, (bsz,))
+    drop_text = jax.random.bernoulli(key_drop, caption_dropout, (bsz,))
     if "captioned" in batch:  # config.data.captioned_split: the others have no caption
       drop_text = drop_text | ~batch["captioned"]
 
@@ -208,18 +210,18 @@ def make_train_step(config, model, sched: joint.JointSchedule, ignore_id: int | 
       def estimate(_):
         out, logits = apply(state.params, x_t, y_t, lam, batch, drop_text,
                             zeros_img if mcfg.self_condition_image else None,
-                            zeros_lay if mcfg.self_condition_layout else None, k_sc_dropout)
+                            zeros_lay if mcfg.self_condition_layout else None, key_sc_dropout)
         x0_hat, _ = gaussian.to_x0_eps(out.astype(jnp.float32), x_t, lam, mcfg.prediction)
         probs = jax.nn.softmax(logits.astype(jnp.float32), -1) if has_layout else None
         return jax.lax.stop_gradient(jnp.clip(x0_hat, -1, 1)), jax.lax.stop_gradient(probs)
 
-      use = jax.random.bernoulli(k_sc, 0.5)
+      use = jax.random.bernoulli(key_sc, 0.5)
       est_img, est_lay = jax.lax.cond(use, estimate, lambda _: (zeros_img, zeros_lay), None)
       sc_image = est_img if mcfg.self_condition_image else None
       sc_layout = est_lay if mcfg.self_condition_layout else None
 
     def loss_fn(params):
-      image_out, logits = apply(params, x_t, y_t, lam, batch, drop_text, sc_image, sc_layout, k_dropout)
+      image_out, logits = apply(params, x_t, y_t, lam, batch, drop_text, sc_image, sc_layout, key_dropout)
       terms = joint.loss(sched, loss_cfg, x0, eps, log_y0, log_yk, k, image_out, logits,
                          layout_mask=layout_mask)
       return jnp.mean(terms["total"]), jax.tree.map(jnp.mean, terms)
@@ -250,7 +252,7 @@ def make_train_step(config, model, sched: joint.JointSchedule, ignore_id: int | 
   return train_step
 
 
-def nonfinite_terms(metrics) -> list[str]:
+def nonfinite_terms(metrics: dict[str, Any]) -> list[str]:
   """Names of the loss terms (or 'grad') that were not finite in a step's metrics."""
   return [k[len("finite_"):] for k, v in metrics.items() if k.startswith("finite_") and not bool(v)]
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import pathlib
 import textwrap
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gcd_jax.data.features import LayoutClasses, colorize
 
+if TYPE_CHECKING:
+  import jax
 
-def to_uint8(image) -> np.ndarray:
+
+def to_uint8(image: jax.Array | np.ndarray) -> np.ndarray:
   """[-1, 1] float -> [0, 255] uint8."""
   return np.clip(np.round((np.asarray(image, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
@@ -27,7 +30,8 @@ def _upscale(a: np.ndarray, scale: int) -> np.ndarray:
   return a.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else a
 
 
-def sample_grid(images, layouts, captions: Sequence[str], classes: LayoutClasses | None,
+def sample_grid(images: jax.Array | np.ndarray, layouts: jax.Array | np.ndarray | None,
+                captions: Sequence[str], classes: LayoutClasses | None,
                 scale: int = 4, caption_width: int = 260) -> np.ndarray:
   """One row per sample: image | layout | overlay | caption.
 
@@ -63,7 +67,7 @@ def sample_grid(images, layouts, captions: Sequence[str], classes: LayoutClasses
   return np.asarray(canvas)
 
 
-def save_png(array: np.ndarray, path) -> None:
+def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
   """Writes a PNG atomically (temporary name, then rename)."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+from collections.abc import Mapping
 
 _YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 _YNN_VALUE = "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"
@@ -44,7 +45,8 @@ def _jaxlib_version() -> tuple[int, int] | None:
     return None
 
 
-def flags_to_add(environ=None, jaxlib_version=None) -> list[str]:
+def flags_to_add(environ: Mapping[str, str] | None = None,
+                 jaxlib_version: tuple[int, int] | None = None) -> list[str]:
   """The XLA flags `apply` would append to XLA_FLAGS (pure: for tests and --help)."""
   environ = os.environ if environ is None else environ
   if environ.get("GCD_JAX_XLA_DEFAULTS", "1").strip().lower() in ("0", "off", "false", "no"):

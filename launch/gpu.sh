@@ -9,4 +9,4 @@ python -c "import jax; assert jax.default_backend() == 'gpu'" 2>/dev/null \
   || python -m pip install -q "jax[cuda12]==$(python -c 'import jax; print(jax.__version__)')"
 # Let XLA use most of the GPU memory up front (fewer fragmentation stalls).
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
-exec python -m gcd_jax.main --config "$config" --workdir "$workdir" "$@"
+exec python -m gcd_jax.main --config="$config" --workdir="$workdir" "$@"

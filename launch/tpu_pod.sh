@@ -16,5 +16,5 @@ gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command "
   cd gcd_jax
   python3 -m venv .venv && . .venv/bin/activate
   bash launch/install.sh && pip install -q 'jax[tpu]' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
-  python -m gcd_jax.main --multihost --config $config --workdir $workdir $*
+  python -m gcd_jax.main --multihost --config=$config --workdir=$workdir $*
 "

@@ -47,5 +47,8 @@ def test_main_end_to_end(scenes_data_dir, tmp_path):
     assert tag in tags, (tag, sorted(tags))
   loss_events = events.Tensors("loss") if "loss" in events.Tags()["tensors"] else events.Scalars("loss")
   assert [e.step for e in loss_events] == [2, 4]
+  # One steps_per_sec series (clu's ReportProgress), not two.
+  rate = events.Tensors("steps_per_sec") if "steps_per_sec" in events.Tags()["tensors"] else events.Scalars("steps_per_sec")
+  assert sorted(e.step for e in rate) == [2, 4]
 
 

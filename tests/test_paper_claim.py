@@ -67,7 +67,7 @@ def test_commands_are_recorded_with_portable_paths(tmp_path):
   out = tmp_path / "exp"
   stages = pc.run_stages(out, pc.PROTOCOL, pc.GRID[0])
   train = stages[0].spec(out)["argv"]
-  assert "<out>/runs/joint_25_s0" in train and "<repo>/configs/shapes.py" in train
+  assert "--workdir=<out>/runs/joint_25_s0" in train and "--config=<repo>/configs/shapes.py" in train
   assert str(tmp_path) not in " ".join(train)
   assert "--config.data.train_split=train_25" in train
   # Training is done only when the final checkpoint exists (a preempted main exits 0 too).

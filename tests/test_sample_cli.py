@@ -14,12 +14,12 @@ def _run(argv):
 
 
 def _common(workdir, out, *extra):
-  return ["--workdir", str(workdir), "--out", str(out), "--num", "2", "--batch-size", "2",
-          "--steps", "3", *extra]
+  return [f"--workdir={workdir}", f"--out={out}", "--samples_per_caption=2", "--batch_size=2",
+          "--steps=3", *extra]
 
 
 def test_text_to_image_and_layout(tiny_run_dir, tmp_path):
-  manifest = _run(_common(tiny_run_dir, tmp_path, "--text", "A red ball.", "--guidance-image", "2"))
+  manifest = _run(_common(tiny_run_dir, tmp_path, "--text=A red ball.", "--guidance_image=2"))
   names = sorted(p.name for p in tmp_path.iterdir())
   for n in ("0000", "0001"):
     for kind in ("image", "layout", "layout_color", "overlay"):
@@ -40,7 +40,7 @@ def test_layout_to_image_keeps_the_layout(tiny_run_dir, tmp_path):
   layout = (np.arange(16)[None, :] // 4 * np.ones((16, 1))).astype(np.uint8)  # classes 0..3
   Image.fromarray(layout, mode="L").save(tmp_path / "in.png")
   out = tmp_path / "out"
-  manifest = _run(_common(tiny_run_dir, out, "--text", "A box.", "--layout", str(tmp_path / "in.png")))
+  manifest = _run(_common(tiny_run_dir, out, "--text=A box.", f"--layout={tmp_path / 'in.png'}"))
   assert manifest["task"] == "layout -> image" and manifest["sampler"]["resample"] == 5
   np.testing.assert_array_equal(np.asarray(Image.open(out / "0001_layout.png")), layout)
 
@@ -49,7 +49,7 @@ def test_image_to_layout_keeps_the_image(tiny_run_dir, tmp_path):
   image = np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)
   Image.fromarray(image).save(tmp_path / "in.png")
   out = tmp_path / "out"
-  manifest = _run(_common(tiny_run_dir, out, "--text", "A box.", "--image", str(tmp_path / "in.png")))
+  manifest = _run(_common(tiny_run_dir, out, "--text=A box.", f"--image={tmp_path / 'in.png'}"))
   assert manifest["task"] == "image -> layout" and manifest["sampler"]["resample"] == 1
   np.testing.assert_array_equal(np.asarray(Image.open(out / "0000_image.png")), image)
   assert (out / "0000_layout.png").is_file()
@@ -60,17 +60,14 @@ def test_bad_input_is_rejected_clearly(tiny_run_dir, tmp_path, capsys):
   Image.fromarray(bad_layout, mode="L").save(tmp_path / "bad.png")
   Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "big.png")
   cases = [
-      (["--text", "A ball.", "--layout", str(tmp_path / "bad.png")], "class id 9 >= K = 8"),
-      (["--text", "A ball.", "--image", str(tmp_path / "big.png")], "pass --resize"),
-      (["--text", "  "], "empty caption"),
-      (["--text", "A ball.", "--layout", str(tmp_path / "missing.png")], "no such file"),
+      (["--text=A ball.", f"--layout={tmp_path / 'bad.png'}"], "class id 9 >= K = 8"),
+      (["--text=A ball.", f"--image={tmp_path / 'big.png'}"], "pass --resize"),
+      (["--text=  "], "empty caption"),
+      (["--text=A ball.", f"--layout={tmp_path / 'missing.png'}"], "no such file"),
   ]
   for extra, message in cases:
-    with pytest.raises(SystemExit) as e:
-      sample.main(_common(tiny_run_dir, tmp_path / "out", *extra))
-    assert e.value.code == 2
+    assert sample.main(_common(tiny_run_dir, tmp_path / "out", *extra)) == 2
     assert message in capsys.readouterr().err
-  with pytest.raises(SystemExit):
-    sample.main(_common(tmp_path / "no_run", tmp_path / "out", "--text", "A ball."))
+  assert sample.main(_common(tmp_path / "no_run", tmp_path / "out", "--text=A ball.")) == 2
   assert "no checkpoint under" in capsys.readouterr().err
   assert not (tmp_path / "out" / "manifest.json").exists()

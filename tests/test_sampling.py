@@ -49,7 +49,8 @@ def _oracle(x0, y0, logits_scale=30.0):
 @pytest.mark.parametrize("method", ["ddpm", "ddim", "dpm2m"])
 def test_oracle_denoiser_ends_at_the_data_point(sched, data, method):
   x0, y0 = data
-  cfg = sampling.SamplerConfig(steps=20, method=method, guidance_image=3.0, guidance_layout=3.0)
+  cfg = sampling.SamplerConfig(steps=20, method=method, eta=0.0, guidance_image=3.0,
+                               guidance_layout=3.0)
   sample = sampling.make_sampler(_oracle(x0, y0), sched, cfg, height=H, width=W)
   out = sample(None, jax.random.PRNGKey(0), *_text())
   np.testing.assert_allclose(out["image"], x0, atol=1e-5)
@@ -156,11 +157,11 @@ def test_outpainting_keeps_the_known_modality_and_seeds(tiny_model, sched, data)
   x0, y0 = data
   apply = sampling.model_apply_fn(model)
   # layout -> image with R = 5; image -> layout with R = 1.
-  l2i = sampling.make_sampler(apply, sched, sampling.SamplerConfig(steps=4, resample=5), height=H, width=W)
+  l2i = sampling.make_sampler(apply, sched, sampling.SamplerConfig(steps=4, method="ddpm", resample=5), height=H, width=W)
   out = l2i(params, jax.random.PRNGKey(0), *_text(), {"layout": y0, "layout_mask": jnp.ones((B, H, W), bool)})
   np.testing.assert_array_equal(out["layout"], y0)
   assert np.all(np.abs(np.asarray(out["image"])) <= 1.0)
-  i2l = sampling.make_sampler(apply, sched, sampling.SamplerConfig(steps=4, resample=1), height=H, width=W)
+  i2l = sampling.make_sampler(apply, sched, sampling.SamplerConfig(steps=4, method="ddpm", resample=1), height=H, width=W)
   half = jnp.zeros((B, H, W), bool).at[:, :, : W // 2].set(True)
   out = i2l(params, jax.random.PRNGKey(0), *_text(), {"image": x0, "image_mask": half})
   np.testing.assert_array_equal(np.asarray(out["image"])[:, :, : W // 2], np.asarray(x0)[:, :, : W // 2])
@@ -216,7 +217,7 @@ def test_dpm_solver_2m_solves_the_probability_flow_ode_to_second_order():
   errors = {}
   for method in ("ddim", "dpm2m"):
     for steps in (20, 40, 80):
-      cfg = sampling.SamplerConfig(steps=steps, method=method, guidance_image=1.0,
+      cfg = sampling.SamplerConfig(steps=steps, method=method, eta=0.0, guidance_image=1.0,
                                    guidance_layout=1.0, threshold=0.0)
       sample = sampling.make_sampler(_gaussian_data_denoiser(std), image_only, cfg, height=4, width=4,
                                      prediction="x0")
@@ -301,3 +302,93 @@ def test_sampler_config_takes_repaint_method_and_steps_for_known_regions():
   old = ml_collections.ConfigDict({k: v for k, v in c.items()
                                    if k not in ("repaint_method", "repaint_steps")})
   assert sampling.SamplerConfig.from_config(old, known=True).method == c.method  # saved before the keys
+
+
+# --- The sampler's named pieces, each against its closed form. ---------------
+
+
+def test_apply_guidance_extrapolates_each_modality_with_its_own_scale():
+  rng = np.random.default_rng(0)
+  ic, iu, lc, lu = (jnp.asarray(rng.normal(size=(2, 3, 3, k)), jnp.float32) for k in (3, 3, K, K))
+  cfg = sampling.SamplerConfig(guidance_image=3.0, guidance_layout=2.0)
+  image, logits = sampling.apply_guidance(sampling.GuidedOutputs(ic, iu, lc, lu), cfg)
+  np.testing.assert_allclose(image, iu + 3.0 * (ic - iu), atol=1e-5)
+  np.testing.assert_allclose(logits, lu + 2.0 * (lc - lu), atol=1e-5)
+  # Guidance off (no unconditional pass) and image-only (no logits).
+  image, logits = sampling.apply_guidance(sampling.GuidedOutputs(ic, None, None, None), cfg)
+  np.testing.assert_array_equal(image, ic)
+  assert logits is None
+
+
+def _alpha_sigma(lam):
+  return np.sqrt(1 / (1 + np.exp(-lam))), np.sqrt(1 / (1 + np.exp(lam)))
+
+
+def test_ancestral_image_step_draws_from_the_gaussian_posterior():
+  # q(x_j | x_k, x0) from alpha, sigma of the two log-SNRs, by Monte Carlo over 4000 keys.
+  lam_k, lam_j = -1.0, 1.5
+  a_k, s_k = _alpha_sigma(lam_k)
+  a_j, s_j = _alpha_sigma(lam_j)
+  a_kj = a_k / a_j
+  s2_kj = s_k ** 2 - a_kj ** 2 * s_j ** 2
+  x_k, x0 = 0.7, -0.4
+  mean = a_kj * s_j ** 2 / s_k ** 2 * x_k + a_j * s2_kj / s_k ** 2 * x0
+  var = s2_kj * s_j ** 2 / s_k ** 2
+  cfg = sampling.SamplerConfig(method="ddpm")
+  n = 4000
+  step = jax.vmap(lambda key: sampling.reverse_image_step(
+      cfg, key, jnp.full((1,), x_k), jnp.full((1,), x0), jnp.full((1,), lam_k),
+      jnp.full((1,), lam_j), jnp.zeros((1,)), jnp.zeros((1,))))
+  draws = np.asarray(step(jax.random.split(jax.random.PRNGKey(0), n)))[:, 0]
+  # 5 standard errors of the mean and of the variance.
+  assert abs(draws.mean() - mean) < 5 * np.sqrt(var / n)
+  assert abs(draws.var() - var) < 5 * var * np.sqrt(2 / n)
+
+
+def test_renoise_step_applies_the_forward_kernels_from_j_to_k(sched):
+  j, k = 100, 600
+  lam = np.asarray(sched.image_log_snr, np.float64)
+  a_k, s_k = _alpha_sigma(lam[k])
+  a_j, s_j = _alpha_sigma(lam[j])
+  a_kj, s2_kj = a_k / a_j, s_k ** 2 - (a_k / a_j) ** 2 * s_j ** 2
+  n = 4000
+  x_j = jnp.full((n, 1, 1, 1), 0.5)
+  y_j = jnp.full((n, 1, 1), 2, jnp.int32)
+  x_k, y_k = sampling.renoise_step(jax.random.PRNGKey(1), sched, x_j, y_j, j, k,
+                                   jnp.full((n,), lam[j]), jnp.full((n,), lam[k]))
+  x_k = np.asarray(x_k).ravel()
+  assert abs(x_k.mean() - a_kj * 0.5) < 5 * np.sqrt(s2_kj / n)
+  assert abs(x_k.var() - s2_kj) < 5 * s2_kj * np.sqrt(2 / n)
+  # Layout: Cat(r onehot(y_j) + (1 - r) / K), r = abar_k / abar_j.
+  r = np.exp(float(sched.layout.log_abar[k]) - float(sched.layout.log_abar[j]))
+  expected = np.full(K, (1 - r) / K)
+  expected[2] += r
+  freq = np.bincount(np.asarray(y_k).ravel(), minlength=K) / n
+  np.testing.assert_allclose(freq, expected, atol=5 * np.sqrt(0.25 / n))
+
+
+def test_known_regions_are_noised_then_pasted_only_where_known(sched, data):
+  x0, y0 = data
+  mask = jnp.zeros((B, H, W), bool).at[:, :4].set(True)
+  known = {"image": x0, "image_mask": mask, "layout": y0, "layout_mask": ~mask}
+  # At step 0 the image keeps its data exactly (log-SNR finite but large: close) and
+  # the layout its classes; pasted values land where the masks say, nowhere else.
+  noised = sampling.noise_known(jax.random.PRNGKey(0), sched, known, jnp.zeros((B,), jnp.int32))
+  np.testing.assert_array_equal(noised["layout"], y0)
+  np.testing.assert_allclose(noised["image"], x0, atol=0.05)
+  x = jnp.full(x0.shape, 9.0)
+  y = jnp.full(y0.shape, K - 1, jnp.int32)
+  px, py = sampling.paste_known(x, y, known, noised)
+  np.testing.assert_array_equal(np.asarray(px)[:, 4:], 9.0)
+  np.testing.assert_array_equal(np.asarray(px)[:, :4], np.asarray(noised["image"])[:, :4])
+  np.testing.assert_array_equal(np.asarray(py)[:, :4], K - 1)
+  np.testing.assert_array_equal(np.asarray(py)[:, 4:], np.asarray(y0)[:, 4:])
+
+
+def test_padded_batches_cover_every_item_once_and_pad_with_the_last():
+  batches = list(sampling.padded_batches(7, 3))
+  assert [(a, b) for a, b, _ in batches] == [(0, 3), (3, 6), (6, 7)]
+  np.testing.assert_array_equal(batches[-1][2], [6, 6, 6])
+  assert np.concatenate([idx[:b - a] for a, b, idx in batches]).tolist() == list(range(7))
+  with pytest.raises(ValueError, match="n=0"):
+    list(sampling.padded_batches(0, 3))

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from gcd_jax import checkpointing
+from gcd_jax import text_conditioning
 from gcd_jax import train
+from gcd_jax.data import pipeline
 
 from conftest import tiny_config  # pylint: disable=g-bad-import-order
 
@@ -20,8 +22,12 @@ def _leaves_equal(a, b):
 
 def test_sigterm_leaves_a_checkpoint_and_resume_is_exact(scenes_data_dir, tmp_path):
   config = tiny_config(scenes_data_dir)
-  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  # The straight run is profiled (clu's Profile hook, one step); it changes no number.
+  profiled = tiny_config(scenes_data_dir)
+  profiled.train.profile_steps, profiled.train.profile_first_step = 1, 2
+  straight = train.train_and_evaluate(profiled, str(tmp_path / "straight"))
   assert int(straight.step) == 4
+  assert list((tmp_path / "straight" / "plugins" / "profile").rglob("*.xplane.pb"))
 
   def preempt_at_2(step):
     if step == 2:
@@ -56,14 +62,19 @@ def test_nan_guard_stops_the_run_before_any_checkpoint(scenes_data_dir, tmp_path
   config = tiny_config(scenes_data_dir)
   config.optimizer.warmup_steps = 0
   config.optimizer.learning_rate = float("inf")  # an injected blow-up in the first update
+  config.text.precompute = True  # fills the caption cache before the first step
   with pytest.raises(train.NonFiniteLossError, match=r"step 1: non-finite update"):
     train.train_and_evaluate(config, str(tmp_path))
   assert checkpointing.Checkpointer(tmp_path / "checkpoints").latest_step() is None
+  # Every training caption is cached (one step alone meets only a batch of them).
+  cache = text_conditioning.make_text(config, tmp_path).cache
+  captions = set(pipeline.split_captions("synthetic_scenes/32_mini", "train", scenes_data_dir))
+  assert len(captions) > 500 and all(c in cache for c in captions)
 
 
 def test_unprepared_dataset_names_the_prepare_command(tmp_path):
   config = tiny_config(str(tmp_path / "empty"))
-  with pytest.raises(FileNotFoundError, match="gcd_jax.prepare --dataset synthetic_scenes"):
+  with pytest.raises(FileNotFoundError, match="gcd_jax.prepare --dataset=synthetic_scenes --config="):
     train.train_and_evaluate(config, str(tmp_path / "wd"))
 
 

@@ -17,6 +17,7 @@ import io
 import os
 import pickle
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -39,7 +40,7 @@ def require_dir(path: os.PathLike | str, what: str) -> str:
 
 
 def read_image(path: str, draft_size: tuple[int, int] | None = None,
-               keep_bytes: bool = False):
+               keep_bytes: bool = False) -> np.ndarray | tuple[np.ndarray, bytes | None]:
   """Decodes an RGB image file.
 
   Args:
@@ -107,15 +108,15 @@ def read_layout(path: str) -> np.ndarray:
 def check_layout_values(layout: np.ndarray, classes: LayoutClasses, path: str) -> None:
   """Raises BuildError if `layout` holds a value that is neither a class id nor
   the declared ignore id."""
-  k = classes.num_classes
+  num_classes = classes.num_classes
   values = np.unique(layout)
-  bad = values[(values >= k) & (values != (classes.ignore_id if classes.ignore_id is not None else -1))]
+  bad = values[(values >= num_classes) & (values != (classes.ignore_id if classes.ignore_id is not None else -1))]
   if bad.size:
-    allowed = f"[0, {k})" + (
+    allowed = f"[0, {num_classes})" + (
         f" or the ignore id {classes.ignore_id}" if classes.ignore_id is not None else "")
     raise BuildError(
         f"{path}: layout value(s) {bad.tolist()} not a class id; expected {allowed}"
-        f" for the {k} classes {list(classes.names)[:4]}{'...' if k > 4 else ''}.")
+        f" for the {num_classes} classes {list(classes.names)[:4]}{'...' if num_classes > 4 else ''}.")
 
 
 def check_same_size(image: np.ndarray, layout: np.ndarray, image_path: str,
@@ -258,7 +259,7 @@ def subset_split_aliases(split: str = "train") -> dict[str, str]:
 
 
 def layout_classes_metadata(classes: LayoutClasses, split_aliases: dict[str, str] | None = None,
-                            **extra) -> dict:
+                            **extra: Any) -> dict:
   """The `DatasetInfo.metadata` entries every gcd_jax builder writes; read back
   by `gcd_jax.data.pipeline.layout_classes` and `resolve_split`."""
   return {"layout_classes": classes.to_json(), "split_aliases": dict(split_aliases or {}),

@@ -55,7 +55,7 @@ class Fact:
   size: str | None = None
   variant: str | None = None
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     if not 1 <= self.class_id <= len(OBJECT_NAMES):
       raise ValueError(f"Fact: class_id {self.class_id} not in [1, {len(OBJECT_NAMES)}].")
     if self.count is not None and self.count < 1:

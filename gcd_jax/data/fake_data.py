@@ -1,7 +1,7 @@
 """Writes a small fake `layout_folder` tree (tests, benchmarks, smoke runs).
 
   write_layout_folder("/tmp/fake", num_examples=100, size=(256, 256))
-  python -m gcd_jax.prepare --dataset layout_folder --config fake --manual_dir /tmp/fake
+  python -m gcd_jax.prepare --dataset=layout_folder --config=fake --manual_dir=/tmp/fake
 
 Each image is a few random ellipses of K classes over a background, each class
 painted in its own colour with a smooth stripe texture and pixel noise, so PNG
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,7 +23,7 @@ def write_layout_folder(root: str, num_examples: int, size: tuple[int, int],
                         num_classes: int = 8, num_captions: int = 3, seed: int = 0,
                         flip_pairs: tuple[tuple[int, int], ...] = ((1, 2),),
                         flip_words: tuple[tuple[str, str], ...] | None = None,
-                        captions_fn=None) -> None:
+                        captions_fn: Callable[[int, int], str] | None = None) -> None:
   """Writes root/{images,layouts}/{i:05d}.png, captions.jsonl and classes.json.
 
   Args:

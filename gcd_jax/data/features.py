@@ -57,16 +57,16 @@ class LayoutClasses:
   flip_pairs: tuple[tuple[int, int], ...] = ()
   flip_words: tuple[tuple[str, str], ...] = ()
 
-  def __post_init__(self):
-    k = len(self.names)
-    if not 1 <= k <= MAX_CLASSES:
-      raise ValueError(f"LayoutClasses: need 1..{MAX_CLASSES} classes, got {k}.")
-    if len(self.colors) != k:
+  def __post_init__(self) -> None:
+    num_classes = len(self.names)
+    if not 1 <= num_classes <= MAX_CLASSES:
+      raise ValueError(f"LayoutClasses: need 1..{MAX_CLASSES} classes, got {num_classes}.")
+    if len(self.colors) != num_classes:
       raise ValueError(
-          f"LayoutClasses: {k} names but {len(self.colors)} colours.")
+          f"LayoutClasses: {num_classes} names but {len(self.colors)} colours.")
     for a, b in self.flip_pairs:
-      if not (0 <= a < k and 0 <= b < k):
-        raise ValueError(f"LayoutClasses: flip pair ({a}, {b}) outside [0, {k}).")
+      if not (0 <= a < num_classes and 0 <= b < num_classes):
+        raise ValueError(f"LayoutClasses: flip pair ({a}, {b}) outside [0, {num_classes}).")
     words = [w for pair in self.flip_words for w in pair]
     if any(len(pair) != 2 for pair in self.flip_words) or any(
         not isinstance(w, str) or not w.strip() or w != w.strip().lower() for w in words):
@@ -74,7 +74,7 @@ class LayoutClasses:
                        " non-empty lower-case words.")
     if len(set(words)) != len(words):
       raise ValueError(f"LayoutClasses: flip_words {self.flip_words!r} name a word twice.")
-    if self.ignore_id is not None and 0 <= self.ignore_id < k:
+    if self.ignore_id is not None and 0 <= self.ignore_id < num_classes:
       raise ValueError(
           f"LayoutClasses: ignore_id {self.ignore_id} collides with a class id.")
 
@@ -110,15 +110,15 @@ class LayoutClasses:
     )
 
 
-def default_colors(k: int, seed: int = 0) -> tuple[tuple[int, int, int], ...]:
+def default_colors(num_classes: int, seed: int = 0) -> tuple[tuple[int, int, int], ...]:
   """K distinct-looking colours (class 0 black) for datasets that give none."""
   rng = np.random.default_rng(seed)
   cols = [(0, 0, 0)]
-  for i in range(1, k):
+  for i in range(1, num_classes):
     hue = (i * 0.618033988749895) % 1.0
     sat, val = 0.55 + 0.45 * rng.random(), 0.7 + 0.3 * rng.random()
     cols.append(_hsv_to_rgb(hue, sat, val))
-  return tuple(cols[:k])
+  return tuple(cols[:num_classes])
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:

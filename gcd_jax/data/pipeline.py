@@ -44,7 +44,7 @@ import importlib
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grain
@@ -77,12 +77,12 @@ def load_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBui
   except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
     raise FileNotFoundError(
         f"Dataset {name!r} not found in data_dir {data_dir or '~/tensorflow_datasets'}: "
-        f"prepare it with `python -m gcd_jax.prepare --dataset {name.split('/')[0]} ...`"
+        f"prepare it with `{_prepare_command(name, data_dir)}`"
         f" ({str(e).splitlines()[0][:300]})") from None
   if not builder.is_prepared():
     raise FileNotFoundError(
         f"Dataset {name!r} is not prepared in {builder.data_dir}: run "
-        f"`python -m gcd_jax.prepare --dataset {name.split('/')[0]} ...` first.")
+        f"`{_prepare_command(name, data_dir)}` first.")
   if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
     raise ValueError(
         f"Dataset {name!r} in {builder.data_dir} is stored as {builder.info.file_format}; "
@@ -122,7 +122,15 @@ def resolve_split(builder: tfds.core.DatasetBuilder, split: str) -> str:
   return aliases.get(split, split)
 
 
-def data_source(name: str, split: str, data_dir: str | None = None):
+def _prepare_command(name: str, data_dir: str | None) -> str:
+  dataset, _, config = name.partition("/")
+  return (f"python -m gcd_jax.prepare --dataset={dataset}" + (f" --config={config}" if config else "")
+          + (f" --data_dir={data_dir}" if data_dir else "")
+          + (" --manual_dir=..." if dataset != "synthetic_scenes" else ""))
+
+
+def data_source(name: str, split: str, data_dir: str | None = None
+                ) -> tuple[Sequence[dict[str, Any]], tfds.core.DatasetBuilder]:
   """Random-access source of one split; images and layouts stay encoded bytes.
 
   Returns:
@@ -184,7 +192,7 @@ _SIDE_PATTERN = re.compile(r"\b(?:" + "|".join(SIDE_WORDS) + r")\b", re.IGNORECA
 FLIP_SCAN_EXAMPLES = 2000
 
 
-def word_swap_table(flip_words) -> dict[str, str]:
+def word_swap_table(flip_words: Iterable[tuple[str, str]]) -> dict[str, str]:
   """{"left": "right", "right": "left"} from pairs [("left", "right")]."""
   table = {}
   for a, b in flip_words:
@@ -215,7 +223,7 @@ def flip_caption(text: str, table: dict[str, str]) -> str:
   return pattern.sub(lambda m: _match_case(table[m.group(0).lower()], m.group(0)), text)
 
 
-def side_words_in(captions) -> tuple[set[str], str | None]:
+def side_words_in(captions: Iterable[str | bytes]) -> tuple[set[str], str | None]:
   """(the side words `captions` use, lower-cased; one caption that uses any, or None)."""
   found, example = set(), None
   for c in captions:
@@ -227,7 +235,7 @@ def side_words_in(captions) -> tuple[set[str], str | None]:
   return found, example
 
 
-def flip_policy(source, classes: LayoutClasses, name: str = "dataset",
+def flip_policy(source: Sequence[dict[str, Any]], classes: LayoutClasses, name: str = "dataset",
                 max_examples: int = FLIP_SCAN_EXAMPLES) -> tuple[bool, str]:
   """(whether horizontal flips keep this dataset's captions true, why not).
 
@@ -284,7 +292,7 @@ class BatchTransform:
 
   def __init__(self, image_size: tuple[int, int], flip: bool, flip_table: np.ndarray,
                seed: int, resample: str = "lanczos", word_swap: dict[str, str] | None = None,
-               captioned: tuple[int, int] | None = None):
+               captioned: tuple[int, int] | None = None) -> None:
     if resample not in _RESAMPLE:
       raise ValueError(f"resample {resample!r} not one of {sorted(_RESAMPLE)}.")
     self.image_size = tuple(int(v) for v in image_size)
@@ -432,7 +440,7 @@ def make_dataset(name: str, *, split: str, image_size: tuple[int, int], batch_si
 
 
 def captioned_count(name: str, split: str, captioned_split: str, data_dir: str | None = None,
-                    source=None) -> int:
+                    source: Sequence[dict[str, Any]] | None = None) -> int:
   """The size m of `captioned_split`, checked to be the first m examples of `split`.
 
   Raises ValueError (naming both splits) if it is larger than `split` or not

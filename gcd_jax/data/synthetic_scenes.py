@@ -210,37 +210,37 @@ def _shape(obj: SceneObject, x: np.ndarray, y: np.ndarray):
   u = (dx * c + dy * s) / obj.radius
   v = (dy * c - dx * s) / obj.radius
   ramp = np.clip(u * math.cos(obj.shade_dir) + v * math.sin(obj.shade_dir), -1, 1)
-  k = obj.class_id
-  if k == 1:    # ball: disk with a highlight up-left
+  class_id = obj.class_id
+  if class_id == 1:    # ball: disk with a highlight up-left
     mask = u * u + v * v <= 1.0
     tex = 1.0 - 0.2 * np.minimum(1.0, ((u + 0.35) ** 2 + (v + 0.35) ** 2) / 1.8)
-  elif k == 2:  # box
+  elif class_id == 2:  # box
     mask = np.maximum(np.abs(u), np.abs(v)) <= 1.0
     tex = 0.9 + 0.1 * ramp
-  elif k == 3:  # triangle (circumradius 1, apex up)
+  elif class_id == 3:  # triangle (circumradius 1, apex up)
     mask = ((v <= 0.5) & (0.8660254 * u - 0.5 * v <= 0.5)
             & (-0.8660254 * u - 0.5 * v <= 0.5))
     tex = 1.0 - 0.2 * np.clip((v + 1.0) / 1.5, 0, 1)
-  elif k == 4:  # ring
+  elif class_id == 4:  # ring
     d2 = u * u + v * v
     mask = (d2 <= 1.0) & (d2 >= 0.25)
     tex = 0.9 + 0.1 * ramp
-  elif k == 5:  # bar, striped across its long axis
+  elif class_id == 5:  # bar, striped across its long axis
     along, across = (v, u) if obj.vertical else (u, v)
     mask = (np.abs(along) <= 1.0) & (np.abs(across) <= 0.4)
     stripe = np.floor(along * obj.radius * _TEXTURE_CELLS) % 2
     tex = 1.0 - 0.2 * stripe
-  elif k == 6:  # cross (arms 0.7 wide), checkerboard in image coordinates
+  elif class_id == 6:  # cross (arms 0.7 wide), checkerboard in image coordinates
     au, av = np.abs(u), np.abs(v)
     mask = ((au <= 1.0) & (av <= 0.35)) | ((au <= 0.35) & (av <= 1.0))
     cells = np.floor(x * _TEXTURE_CELLS) + np.floor(y * _TEXTURE_CELLS)
     tex = 1.0 - 0.15 * (cells % 2)
-  elif k == 7:  # diamond
+  elif class_id == 7:  # diamond
     l1 = np.abs(u) + np.abs(v)
     mask = l1 <= 1.0
     tex = 1.0 - 0.2 * np.minimum(l1, 1.0)
   else:
-    raise ValueError(f"synthetic_scenes: unknown class id {k}.")
+    raise ValueError(f"synthetic_scenes: unknown class id {class_id}.")
   return mask, np.broadcast_to(tex, mask.shape)
 
 
@@ -508,8 +508,8 @@ def make_captions(facts: list[Fact], rng: np.random.Generator) -> list[str]:
   wanted = int(rng.integers(1, 6))
   out: list[str] = []
   for _ in range(4 * wanted):
-    k = int(rng.integers(1, min(3, len(facts)) + 1))
-    chosen = [facts[i] for i in rng.permutation(len(facts))[:k]]
+    num_facts = int(rng.integers(1, min(3, len(facts)) + 1))
+    chosen = [facts[i] for i in rng.permutation(len(facts))[:num_facts]]
     said = []
     for f in chosen:
       keep = rng.random(4) < (0.85, 0.5, 0.6, 0.6)

@@ -29,6 +29,8 @@ import numpy as np
 
 from gcd_jax.diffusion import schedules
 
+ArrayLike = jax.typing.ArrayLike
+
 # Floor for log-probabilities: exp(LOG_ZERO) = 1e-30 is far below anything that
 # matters, yet finite, so that 0 * log 0 style terms never produce NaN.
 LOG_ZERO = math.log(1e-30)
@@ -81,7 +83,7 @@ def _log1mexp(x, xp=jnp):
   return xp.maximum(xp.where(near, val_near, val_far), LOG_ZERO)
 
 
-def make_schedule(name: str, num_steps: int, num_classes: int, **params) -> Schedule:
+def make_schedule(name: str, num_steps: int, num_classes: int, **params: float) -> Schedule:
   """Categorical schedule with abar_k = sigmoid(lambda(k / T)) / sigmoid(lambda(0)).
 
   Args:
@@ -131,18 +133,18 @@ def _check_k(sched: Schedule, log_y):
         f"was made for num_classes={sched.num_classes}")
 
 
-def log_onehot(ids, num_classes: int):
+def log_onehot(ids: ArrayLike, num_classes: int) -> jax.Array:
   """Class ids [...] -> log one-hot [..., K] (zeros floored at LOG_ZERO)."""
   return jnp.where(jax.nn.one_hot(ids, num_classes, dtype=bool), 0.0, LOG_ZERO)
 
 
-def sample_log_onehot(key, log_probs):
+def sample_log_onehot(key: jax.Array, log_probs: jax.Array) -> jax.Array:
   """Draws a class per position by Gumbel-max; returns it as a log one-hot."""
   g = jax.random.gumbel(key, log_probs.shape, log_probs.dtype)
   return log_onehot(jnp.argmax(log_probs + g, axis=-1), log_probs.shape[-1])
 
 
-def q_probs(sched: Schedule, log_y0, k):
+def q_probs(sched: Schedule, log_y0: jax.Array, k: ArrayLike) -> jax.Array:
   """log q(y_k | y_0) = log(abar_k y_0 + (1 - abar_k) / K): [..., K]."""
   _check_k(sched, log_y0)
   n = log_y0.ndim
@@ -151,7 +153,7 @@ def q_probs(sched: Schedule, log_y0, k):
       _take(sched.log_1m_abar, k, n) - math.log(sched.num_classes))
 
 
-def q_sample(key, sched: Schedule, log_y0, k):
+def q_sample(key: jax.Array, sched: Schedule, log_y0: jax.Array, k: ArrayLike) -> jax.Array:
   """A draw y_k ~ q(y_k | y_0), as a log one-hot [..., K]."""
   return sample_log_onehot(key, q_probs(sched, log_y0, k))
 
@@ -163,18 +165,20 @@ def _kernel(sched: Schedule, log_y, j, k):
   return jnp.logaddexp(log_r + log_y, _log1mexp(log_r) - math.log(sched.num_classes))
 
 
-def transition(sched: Schedule, log_yj, j, k):
+def transition(sched: Schedule, log_yj: jax.Array, j: ArrayLike, k: ArrayLike) -> jax.Array:
   """log q(y_k | y_j) for j <= k, as a distribution over y_k: [..., K]."""
   _check_k(sched, log_yj)
   return _kernel(sched, log_yj, j, k)
 
 
-def renoise(key, sched: Schedule, log_yj, j, k):
+def renoise(key: jax.Array, sched: Schedule, log_yj: jax.Array, j: ArrayLike,
+            k: ArrayLike) -> jax.Array:
   """Takes a sample at step j to one at step k > j: a draw from q(y_k | y_j)."""
   return sample_log_onehot(key, transition(sched, log_yj, j, k))
 
 
-def posterior(sched: Schedule, log_y0, log_yk, k, j=None):
+def posterior(sched: Schedule, log_y0: jax.Array, log_yk: jax.Array, k: ArrayLike,
+              j: ArrayLike | None = None) -> jax.Array:
   """log q(y_j | y_k, y_0), j = k - 1 by default, any 0 <= j < k: [..., K].
 
   `log_y0` may be a distribution (the model's softmax(logits)): the result is
@@ -191,7 +195,7 @@ def posterior(sched: Schedule, log_y0, log_yk, k, j=None):
   return jnp.where(is_zero, log_y0, post)
 
 
-def kl(log_p, log_q):
+def kl(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
   """KL(p || q) over the last axis of log-probabilities: [..., K] -> [...]."""
   p = jnp.exp(log_p)
   # Where p underflows to 0 the term is 0; guard it so that a -inf in log_p
@@ -200,13 +204,14 @@ def kl(log_p, log_q):
   return jnp.sum(jnp.where(p > 0, p * (safe_log_p - log_q), 0.0), axis=-1)
 
 
-def prior_kl(sched: Schedule, log_y0):
+def prior_kl(sched: Schedule, log_y0: jax.Array) -> jax.Array:
   """KL(q(y_{T-1} | y_0) || uniform) per position: [..., K] -> [...]."""
   log_qT = q_probs(sched, log_y0, sched.num_steps - 1)
   return kl(log_qT, jnp.full_like(log_qT, -math.log(sched.num_classes)))
 
 
-def vb_terms(sched: Schedule, log_y0, log_yk, logits, k):
+def vb_terms(sched: Schedule, log_y0: jax.Array, log_yk: jax.Array, logits: jax.Array,
+             k: ArrayLike) -> tuple[jax.Array, jax.Array]:
   """Per-position variational-bound terms in nats: (L_k, prior), each [B, H, W].
 
   L_k = KL(q(y_{k-1} | y_k, y_0) || p(y_{k-1} | y_k)) for k > 0 and the decoder
@@ -222,8 +227,9 @@ def vb_terms(sched: Schedule, log_y0, log_yk, logits, k):
   return jnp.where(is_zero, nll, kl_k), prior_kl(sched, log_y0)
 
 
-def vb_loss(sched: Schedule, log_y0, log_yk, logits, k, normalize: str = "official",
-            pixel_mask=None):
+def vb_loss(sched: Schedule, log_y0: jax.Array, log_yk: jax.Array, logits: jax.Array,
+            k: ArrayLike, normalize: str = "official",
+            pixel_mask: ArrayLike | None = None) -> jax.Array:
   """The layout loss: a one-sample estimate of the negative ELBO, per example [B].
 
   T * L_k (uniform step weight 1/T) plus the prior term, summed over pixels and

@@ -8,9 +8,12 @@ alike. Per-example log-SNRs `[B]` broadcast against images `[B, H, W, C]`.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from gcd_jax.diffusion import schedules
+
+ArrayLike = jax.typing.ArrayLike
 
 PREDICTIONS = ("eps", "x0", "v")
 
@@ -26,7 +29,7 @@ def _alpha_sigma(log_snr, x):
   return alpha, sigma
 
 
-def q_sample(x0, log_snr, noise):
+def q_sample(x0: jax.Array, log_snr: ArrayLike, noise: jax.Array) -> jax.Array:
   """x_t = alpha x0 + sigma noise.
 
   Args:
@@ -38,7 +41,8 @@ def q_sample(x0, log_snr, noise):
   return alpha * x0 + sigma * noise
 
 
-def posterior(x0, x_t, log_snr_t, log_snr_s):
+def posterior(x0: jax.Array, x_t: jax.Array, log_snr_t: ArrayLike,
+              log_snr_s: ArrayLike) -> tuple[jax.Array, jax.Array]:
   """q(x_s | x_t, x0) for s < t (so lambda_s > lambda_t): returns (mean, variance).
 
   With c = -expm1(lambda_t - lambda_s) = 1 - SNR_t / SNR_s:
@@ -53,7 +57,8 @@ def posterior(x0, x_t, log_snr_t, log_snr_s):
   return mean, variance
 
 
-def renoise(x_s, log_snr_s, log_snr_t, noise):
+def renoise(x_s: jax.Array, log_snr_s: ArrayLike, log_snr_t: ArrayLike,
+            noise: jax.Array) -> jax.Array:
   """Takes a sample at s to a sample at t > s: a draw from q(x_t | x_s).
 
   x_t = (alpha_t / alpha_s) x_s + std * noise, with
@@ -68,7 +73,8 @@ def renoise(x_s, log_snr_s, log_snr_t, noise):
   return (alpha_t / alpha_s) * x_s + std * noise
 
 
-def ddim_step(x_t, x0_hat, log_snr_t, log_snr_s, eta, noise):
+def ddim_step(x_t: jax.Array, x0_hat: jax.Array, log_snr_t: ArrayLike, log_snr_s: ArrayLike,
+              eta: float, noise: jax.Array) -> jax.Array:
   """DDIM (Song et al. 2021) from t to s < t, in the VDM form.
 
   Keeps the noise direction implied by (x_t, x0_hat) and adds eta-scaled fresh
@@ -83,7 +89,9 @@ def ddim_step(x_t, x0_hat, log_snr_t, log_snr_s, eta, noise):
   return alpha_s * x0_hat + direction * eps + jnp.sqrt(noise_var) * noise
 
 
-def dpm_solver_2m_step(x_t, x0_hat, x0_prev, log_snr_t, log_snr_s, h_ratio, eta=0.0, noise=None):
+def dpm_solver_2m_step(x_t: jax.Array, x0_hat: jax.Array, x0_prev: jax.Array,
+                       log_snr_t: ArrayLike, log_snr_s: ArrayLike, h_ratio: ArrayLike,
+                       eta: float = 0.0, noise: jax.Array | None = None) -> jax.Array:
   """DPM-Solver++(2M) (Lu et al. 2022) from t to s < t with data predictions.
 
   In half-log-SNR l = lambda / 2, with h = l_s - l_t:
@@ -121,32 +129,33 @@ def dpm_solver_2m_step(x_t, x0_hat, x0_prev, log_snr_t, log_snr_s, h_ratio, eta=
 # v = alpha eps - sigma x0 (Salimans & Ho), so that x0 = alpha x_t - sigma v.
 
 
-def x0_from_eps(x_t, log_snr, eps):
+def x0_from_eps(x_t: jax.Array, log_snr: ArrayLike, eps: jax.Array) -> jax.Array:
   alpha, sigma = _alpha_sigma(log_snr, x_t)
   return (x_t - sigma * eps) / alpha
 
 
-def eps_from_x0(x_t, log_snr, x0):
+def eps_from_x0(x_t: jax.Array, log_snr: ArrayLike, x0: jax.Array) -> jax.Array:
   alpha, sigma = _alpha_sigma(log_snr, x_t)
   return (x_t - alpha * x0) / sigma
 
 
-def v_from_x0_eps(x0, eps, log_snr):
+def v_from_x0_eps(x0: jax.Array, eps: jax.Array, log_snr: ArrayLike) -> jax.Array:
   alpha, sigma = _alpha_sigma(log_snr, x0)
   return alpha * eps - sigma * x0
 
 
-def x0_from_v(x_t, log_snr, v):
+def x0_from_v(x_t: jax.Array, log_snr: ArrayLike, v: jax.Array) -> jax.Array:
   alpha, sigma = _alpha_sigma(log_snr, x_t)
   return alpha * x_t - sigma * v
 
 
-def eps_from_v(x_t, log_snr, v):
+def eps_from_v(x_t: jax.Array, log_snr: ArrayLike, v: jax.Array) -> jax.Array:
   alpha, sigma = _alpha_sigma(log_snr, x_t)
   return sigma * x_t + alpha * v
 
 
-def to_x0_eps(prediction, x_t, log_snr, kind: str):
+def to_x0_eps(prediction: jax.Array, x_t: jax.Array, log_snr: ArrayLike,
+              kind: str) -> tuple[jax.Array, jax.Array]:
   """(x0_hat, eps_hat) from a network output of the given kind ('eps', 'x0', 'v')."""
   if kind == "eps":
     return x0_from_eps(x_t, log_snr, prediction), prediction
@@ -157,7 +166,7 @@ def to_x0_eps(prediction, x_t, log_snr, kind: str):
   raise ValueError(f"unknown prediction kind {kind!r}; expected one of {PREDICTIONS}")
 
 
-def target(x0, eps, log_snr, kind: str):
+def target(x0: jax.Array, eps: jax.Array, log_snr: ArrayLike, kind: str) -> jax.Array:
   """The regression target for a network that predicts `kind`."""
   if kind == "eps":
     return eps
@@ -168,17 +177,17 @@ def target(x0, eps, log_snr, kind: str):
   raise ValueError(f"unknown prediction kind {kind!r}; expected one of {PREDICTIONS}")
 
 
-def p2_weight(log_snr, gamma: float = 0.5, k: float = 1.0):
-  """Perception-prioritised weight (k + SNR)^-gamma (Choi et al. 2022); gamma=0 is 1.
+def p2_weight(log_snr: ArrayLike, gamma: float = 0.5, offset: float = 1.0) -> jax.Array:
+  """Perception-prioritised weight (offset + SNR)^-gamma (Choi et al. 2022; their k); gamma=0 is 1.
 
-  Computed as exp(-gamma * log(k + e^lambda)) so that large |lambda| neither
+  Computed as exp(-gamma * log(offset + e^lambda)) so that large |lambda| neither
   overflows nor underflows.
   """
   log_snr = jnp.asarray(log_snr)
-  return jnp.exp(-gamma * jnp.logaddexp(jnp.log(k), log_snr))
+  return jnp.exp(-gamma * jnp.logaddexp(jnp.log(offset), log_snr))
 
 
-def dynamic_threshold(x0, percentile: float = 0.95):
+def dynamic_threshold(x0: jax.Array, percentile: float = 0.95) -> jax.Array:
   """Imagen's dynamic thresholding of an x0 estimate [B, ...].
 
   s = max(1, quantile(|x0|, percentile)) per example; x0 -> clip(x0, -s, s) / s.
@@ -189,12 +198,13 @@ def dynamic_threshold(x0, percentile: float = 0.95):
   return jnp.clip(x0, -s, s) / s
 
 
-def mean_flat(x):
+def mean_flat(x: jax.Array) -> jax.Array:
   """Mean over all axes but the first: [B, ...] -> [B]."""
   return jnp.mean(x, axis=tuple(range(1, x.ndim)))
 
 
-def normal_kl(mean1, var1, mean2, var2):
+def normal_kl(mean1: ArrayLike, var1: ArrayLike, mean2: ArrayLike,
+              var2: ArrayLike) -> jax.Array:
   """Elementwise KL(N(mean1, var1) || N(mean2, var2))."""
   return 0.5 * (jnp.log(var2) - jnp.log(var1) + (var1 + jnp.square(mean1 - mean2)) / var2 - 1.0)
 

@@ -20,6 +20,8 @@ from gcd_jax.diffusion import categorical
 from gcd_jax.diffusion import gaussian
 from gcd_jax.diffusion import schedules
 
+ArrayLike = jax.typing.ArrayLike
+
 
 @dataclasses.dataclass(frozen=True)
 class JointSchedule:
@@ -40,6 +42,11 @@ class JointSchedule:
   def num_steps(self) -> int:
     return self.image_log_snr.shape[0]
 
+  @property
+  def has_layout(self) -> bool:
+    """Whether the model generates a layout (False: the image-only baseline)."""
+    return self.layout is not None
+
   def describe(self) -> dict:
     """Every schedule setting, as plain data (recorded in checkpoints)."""
     d = {
@@ -47,7 +54,7 @@ class JointSchedule:
         "image": {"name": self.image_name, "params": dict(self.image_params)},
         "layout": None,
     }
-    if self.layout is not None:
+    if self.has_layout:
       d["layout"] = {
           "name": self.layout.name,
           "params": dict(self.layout.params),
@@ -92,22 +99,23 @@ def make_schedule(
   )
 
 
-def sample_steps(key, batch_size: int, num_steps: int):
+def sample_steps(key: jax.Array, batch_size: int, num_steps: int) -> jax.Array:
   """k ~ Uniform{0, ..., T-1}: [B] int32."""
   return jax.random.randint(key, (batch_size,), 0, num_steps, dtype=jnp.int32)
 
 
-def step_to_time(k, num_steps: int):
+def step_to_time(k: ArrayLike, num_steps: int) -> jax.Array:
   """The Gaussian side's continuous time t = k / T."""
   return jnp.asarray(k, jnp.float32) / num_steps
 
 
-def image_log_snr(sched: JointSchedule, k):
+def image_log_snr(sched: JointSchedule, k: ArrayLike) -> jax.Array:
   """lambda(k / T) from the table: [B] for k [B]."""
   return sched.image_log_snr[jnp.asarray(k, jnp.int32)]
 
 
-def q_sample(key, sched: JointSchedule, x0, log_y0, k):
+def q_sample(key: jax.Array, sched: JointSchedule, x0: jax.Array, log_y0: jax.Array | None,
+             k: ArrayLike) -> tuple[jax.Array, jax.Array | None, jax.Array]:
   """Noises (x0, y0) at the shared step k with independent noise.
 
   Args:
@@ -136,10 +144,10 @@ class LossConfig:
   Attributes:
     prediction: what the image head predicts, 'eps', 'x0' or 'v'.
     image_weight, layout_weight: w_img and w_lbl of the total loss.
-    image_p2_gamma, layout_p2_gamma: exponent of the p2 weight (k + SNR)^-gamma
+    image_p2_gamma, layout_p2_gamma: exponent of the p2 weight (offset + SNR)^-gamma
       per modality; 0 switches it off. The released code applies gamma = 0.5
       to both terms.
-    p2_k: the k of the p2 weight.
+    p2_offset: the offset of the p2 weight (k in Choi et al.; 1 as released).
     layout_normalize: categorical.vb_loss normalisation, 'official' or 'bits'.
   """
 
@@ -148,12 +156,14 @@ class LossConfig:
   layout_weight: float = 1.0
   image_p2_gamma: float = 0.5
   layout_p2_gamma: float = 0.5
-  p2_k: float = 1.0
+  p2_offset: float = 1.0
   layout_normalize: str = "official"
 
 
-def loss(sched: JointSchedule, cfg: LossConfig, x0, eps, log_y0, log_yk, k,
-         image_out, layout_logits, layout_mask=None):
+def loss(sched: JointSchedule, cfg: LossConfig, x0: jax.Array, eps: jax.Array,
+         log_y0: jax.Array | None, log_yk: jax.Array | None, k: ArrayLike,
+         image_out: jax.Array, layout_logits: jax.Array | None,
+         layout_mask: ArrayLike | None = None) -> dict[str, jax.Array]:
   """The joint loss from the network's two outputs, per example.
 
   L = w_img * p2_img(lambda) * mean (image_out - target)^2
@@ -176,16 +186,16 @@ def loss(sched: JointSchedule, cfg: LossConfig, x0, eps, log_y0, log_yk, k,
   lam = image_log_snr(sched, k)  # [B]
   target = gaussian.target(x0, eps, lam, cfg.prediction)
   mse = gaussian.mean_flat(jnp.square(image_out.astype(jnp.float32) - target))
-  image_term = cfg.image_weight * gaussian.p2_weight(lam, cfg.image_p2_gamma, cfg.p2_k) * mse
+  image_term = cfg.image_weight * gaussian.p2_weight(lam, cfg.image_p2_gamma, cfg.p2_offset) * mse
   out = {"image": image_term}
   total = image_term
   if layout_logits is not None:
-    if log_y0 is None or log_yk is None or sched.layout is None:
+    if log_y0 is None or log_yk is None or not sched.has_layout:
       raise ValueError("layout_logits given without log_y0, log_yk or a layout schedule")
     vb = categorical.vb_loss(sched.layout, log_y0, log_yk, layout_logits, k,
                              normalize=cfg.layout_normalize, pixel_mask=layout_mask)
     layout_term = (cfg.layout_weight
-                   * gaussian.p2_weight(lam, cfg.layout_p2_gamma, cfg.p2_k) * vb)
+                   * gaussian.p2_weight(lam, cfg.layout_p2_gamma, cfg.p2_offset) * vb)
     out["layout"] = layout_term
     total = total + layout_term
   out["total"] = total

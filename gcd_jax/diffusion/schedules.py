@@ -27,6 +27,8 @@ COSINE_S = 0.008  # offset s of the cosine schedules (Nichol & Dhariwal)
 
 NAMES = ("cosine", "cosine_p", "linear")
 
+ArrayLike = jax.typing.ArrayLike
+
 
 def _xp(t):
   """numpy for host arrays (float64 schedule tables), jax.numpy otherwise."""
@@ -56,19 +58,20 @@ def _log_cos(theta):
   return xp.where(small, near_zero, near_right_angle)
 
 
-def cosine(t, s: float = COSINE_S):
+def cosine(t: jax.Array | np.ndarray, s: float = COSINE_S) -> jax.Array | np.ndarray:
   """lambda(t) = -log(tan^2(theta)) = -2 log tan(theta)."""
   xp = _xp(t)
   return -2.0 * xp.log(xp.tan(_theta(t, s)))
 
 
-def cosine_p(t, p: float = 1.0, s: float = COSINE_S):
+def cosine_p(t: jax.Array | np.ndarray, p: float = 1.0,
+             s: float = COSINE_S) -> jax.Array | np.ndarray:
   """lambda_p(t) = -log(cos(theta)^(-2p) - 1); abar = sigmoid(lambda_p) ~ cos^(2p)."""
   xp = _xp(t)
   return -xp.log(xp.expm1(-2.0 * p * _log_cos(_theta(t, s))))
 
 
-def linear(t):
+def linear(t: jax.Array | np.ndarray) -> jax.Array | np.ndarray:
   """lambda(t) = -log(expm1(1e-4 + 10 t^2)) (the linear beta schedule of DDPM)."""
   xp = _xp(t)
   return -xp.log(xp.expm1(1e-4 + 10.0 * xp.square(t)))
@@ -77,7 +80,7 @@ def linear(t):
 _FNS = {"cosine": cosine, "cosine_p": cosine_p, "linear": linear}
 
 
-def log_snr(name: str, t, **params):
+def log_snr(name: str, t: ArrayLike, **params: float) -> jax.Array | np.ndarray:
   """Log-SNR lambda(t) of the named schedule.
 
   Args:
@@ -106,6 +109,6 @@ def log_snr(name: str, t, **params):
         f"bad parameters {params} for noise schedule {name!r}: {e}") from None
 
 
-def alpha_sigma(lam):
+def alpha_sigma(lam: ArrayLike) -> tuple[jax.Array, jax.Array]:
   """(alpha, sigma) with alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda)."""
   return jnp.sqrt(jax.nn.sigmoid(lam)), jnp.sqrt(jax.nn.sigmoid(-lam))

@@ -23,6 +23,7 @@ image). Attribute accuracy exists where captions parse exactly
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,11 @@ from gcd_jax.evaluators import base
 from gcd_jax.metrics import correspondence as corr
 from gcd_jax.metrics import frechet
 from gcd_jax.metrics import layout_metrics
+
+if TYPE_CHECKING:
+  import os
+
+  from gcd_jax.metrics import fid
 
 _ATTRIBUTE_KEYS = ("attribute_accuracy",) + tuple(f"attribute_accuracy_{a}" for a in corr.ATTRIBUTES)
 
@@ -50,7 +56,8 @@ def _correspondence_keys(ref: base.Reference, prefix: str) -> tuple[str, ...]:
   return tuple(prefix + k for k in keys)
 
 
-def correspondence_statistics(ref: base.Reference, layouts, images, prefix: str = ""
+def correspondence_statistics(ref: base.Reference, layouts: np.ndarray, images: np.ndarray,
+                              prefix: str = ""
                               ) -> dict[str, base.Statistic]:
   """Semantic recall (and, on synthetic_scenes, attribute accuracy) of the
   captions against (layouts, images), as bootstrap statistics."""
@@ -77,13 +84,13 @@ class Correspondence(base.Evaluator):
   name = "correspondence"
   requires = ("segmenter",)
 
-  def keys_for(self, ctx):
+  def keys_for(self, ctx: base.Context) -> tuple[str, ...]:
     return _correspondence_keys(ctx.reference, "")
 
-  def identity(self, ctx):
+  def identity(self, ctx: base.Context) -> str:
     return f"{ctx.judges.segmenter_identity}|{corr.presence_rule(ctx.reference.dataset).describe()}"
 
-  def statistics(self, ctx, samples):
+  def statistics(self, ctx: base.Context, samples: base.Samples) -> dict[str, base.Statistic]:
     return correspondence_statistics(ctx.reference, samples.image_layouts, samples.images)
 
 
@@ -94,22 +101,23 @@ class LayoutCorrespondence(base.Evaluator):
   name = "layout_correspondence"
   requires = ("layout",)
 
-  def keys_for(self, ctx):
+  def keys_for(self, ctx: base.Context) -> tuple[str, ...]:
     return _correspondence_keys(ctx.reference, "layout_")
 
-  def identity(self, ctx):
+  def identity(self, ctx: base.Context) -> str:
     return corr.presence_rule(ctx.reference.dataset).describe()
 
-  def statistics(self, ctx, samples):
+  def statistics(self, ctx: base.Context, samples: base.Samples) -> dict[str, base.Statistic]:
     return correspondence_statistics(ctx.reference, samples.layouts, samples.images, "layout_")
 
 
-def fsd_statistic(ref: base.Reference, layouts, real_layouts=None) -> base.Statistic:
+def fsd_statistic(ref: base.Reference, layouts: np.ndarray,
+                  real_layouts: np.ndarray | None = None) -> base.Statistic:
   """FSD of the given layouts (resampled) against real layouts (default: the split's)."""
-  k, ignore = ref.classes.num_classes, ref.classes.ignore_id
+  num_classes, ignore = ref.classes.num_classes, ref.classes.ignore_id
   real_layouts = ref.layouts if real_layouts is None else real_layouts
-  real = frechet.FrechetReference(layout_metrics.class_percentages(real_layouts, k, ignore))
-  gen = layout_metrics.class_percentages(layouts, k, ignore)
+  real = frechet.FrechetReference(layout_metrics.class_percentages(real_layouts, num_classes, ignore))
+  gen = layout_metrics.class_percentages(layouts, num_classes, ignore)
   return lambda idx: real.distance(gen[idx])
 
 
@@ -123,10 +131,10 @@ class ImageFSD(base.Evaluator):
   keys = ("image_fsd",)
   requires = ("segmenter",)
 
-  def identity(self, ctx):
+  def identity(self, ctx: base.Context) -> str:
     return ctx.judges.segmenter_identity
 
-  def statistics(self, ctx, samples):
+  def statistics(self, ctx: base.Context, samples: base.Samples) -> dict[str, base.Statistic]:
     real = base.Samples(ctx.reference.images, None, ctx.judges).image_layouts
     return {"image_fsd": fsd_statistic(ctx.reference, samples.image_layouts, real)}
 
@@ -139,7 +147,7 @@ class FSD(base.Evaluator):
   keys = ("fsd",)
   requires = ("layout",)
 
-  def statistics(self, ctx, samples):
+  def statistics(self, ctx: base.Context, samples: base.Samples) -> dict[str, base.Statistic]:
     return {"fsd": fsd_statistic(ctx.reference, samples.layouts)}
 
 
@@ -152,19 +160,19 @@ class MIoU(base.Evaluator):
   keys = ("miou",)
   requires = ("layout", "segmenter")
 
-  def identity(self, ctx):
+  def identity(self, ctx: base.Context) -> str:
     return ctx.judges.segmenter_identity
 
-  def statistics(self, ctx, samples):
-    k, ignore = ctx.reference.classes.num_classes, ctx.reference.classes.ignore_id
+  def statistics(self, ctx: base.Context, samples: base.Samples) -> dict[str, base.Statistic]:
+    num_classes, ignore = ctx.reference.classes.num_classes, ctx.reference.classes.ignore_id
     layouts, seg = samples.layouts, samples.image_layouts
     if ignore is not None:  # as image_layout_agreement: ignored in either layout
       seg = np.where(layouts == ignore, ignore, seg)
     # Per image: true positives, target and prediction counts per class; their
     # sums over any subset give that subset's confusion-matrix IoU exactly.
-    counts = np.zeros((len(layouts), 3, k), np.int64)
+    counts = np.zeros((len(layouts), 3, num_classes), np.int64)
     for i, (pred, target) in enumerate(zip(layouts, seg)):
-      c = layout_metrics.confusion_matrix(pred, target, k, ignore)
+      c = layout_metrics.confusion_matrix(pred, target, num_classes, ignore)
       counts[i] = np.diag(c), c.sum(1), c.sum(0)
 
     def stat(idx):
@@ -179,7 +187,8 @@ def kid_subset_size(n: int) -> int:
   return max(2, min(1000, n // 2))
 
 
-def feature_statistics(extractor, ref: base.Reference, images, cache_dir, prefix: str
+def feature_statistics(extractor: fid.FeatureExtractor, ref: base.Reference, images: np.ndarray,
+                       cache_dir: str | os.PathLike | None, prefix: tuple[str, str]
                        ) -> dict[str, base.Statistic]:
   """Frechet distance and KID (mean and spread over subsets) of `extractor` features."""
   from gcd_jax.metrics import fid  # pylint: disable=g-import-not-at-top
@@ -224,10 +233,10 @@ class FDSeg(base.Evaluator):
   keys = ("fd_seg", "kid_seg", "kid_seg_std")
   requires = ("segnet",)
 
-  def identity(self, ctx):
+  def identity(self, ctx: base.Context) -> str:
     return ctx.judges.segnet_features.identity
 
-  def statistics(self, ctx, samples):
+  def statistics(self, ctx: base.Context, samples: base.Samples) -> dict[str, base.Statistic]:
     return feature_statistics(ctx.judges.segnet_features, ctx.reference, samples.images,
                               ctx.judges.cache_dir, ("fd_seg", "kid_seg"))
 
@@ -240,10 +249,10 @@ class FID(base.Evaluator):
   keys = ("fid", "kid", "kid_std")
   requires = ("inception",)
 
-  def identity(self, ctx):
+  def identity(self, ctx: base.Context) -> str:
     return ctx.judges.inception.identity
 
-  def statistics(self, ctx, samples):
+  def statistics(self, ctx: base.Context, samples: base.Samples) -> dict[str, base.Statistic]:
     return feature_statistics(ctx.judges.inception, ctx.reference, samples.images,
                               ctx.judges.cache_dir, ("fid", "kid"))
 
@@ -256,9 +265,9 @@ class CLIPScore(base.Evaluator):
   keys = ("clip_score",)
   requires = ("clip",)
 
-  def identity(self, ctx):
+  def identity(self, ctx: base.Context) -> str:
     return getattr(ctx.judges.clip, "identity", repr(ctx.judges.clip))
 
-  def statistics(self, ctx, samples):
+  def statistics(self, ctx: base.Context, samples: base.Samples) -> dict[str, base.Statistic]:
     scores = np.asarray(ctx.judges.clip.score(samples.images, ctx.reference.captions), np.float64)
     return {"clip_score": lambda idx: float(scores[idx].mean())}

@@ -12,12 +12,19 @@ import os
 import pathlib
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gcd_jax import fileio
+from gcd_jax import sampling
 from gcd_jax import visualize
 from gcd_jax.evaluators import base
+
+if TYPE_CHECKING:
+  import ml_collections
+
+  from gcd_jax.models.unet import UNetConfig
 
 
 def load_reference(dataset: str, split: str, num_samples: int, image_size: tuple[int, int],
@@ -43,7 +50,7 @@ def load_reference(dataset: str, split: str, num_samples: int, image_size: tuple
                         classes=pipeline.layout_classes(dataset, data_dir))
 
 
-def file_identity(path) -> str:
+def file_identity(path: str | os.PathLike) -> str:
   """sha256 (16 hex) of a weights file, or of every file of a directory (sorted)."""
   path = pathlib.Path(path)
   files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -60,26 +67,27 @@ def file_identity(path) -> str:
 
 def make_judges(reference: base.Reference, *, segmenter: str | None = None,
                 segnet: str | None = None, inception: str | None = None,
-                clip: str | None = None, cache_dir=None) -> base.Judges:
+                clip: str | None = None,
+                cache_dir: str | os.PathLike | None = None) -> base.Judges:
   """The judges of an evaluation from their specs.
 
   segmenter: "oracle" (synthetic_scenes' exact one), a directory written by
-    `python -m gcd_jax.segmenter train`, or "module.path:callable". Default:
+    `python -m gcd_jax.segnet train`, or "module.path:callable". Default:
     the oracle on synthetic_scenes, else the `segnet` network, else none.
   segnet: a trained segmentation network's directory: its features give
     `fd_seg` / `kid_seg`.
   inception: FID Inception weights (`metrics/fid.py`); clip: a local CLIP checkpoint dir.
   """
   from gcd_jax.metrics import segmenters  # pylint: disable=g-import-not-at-top
-  k = reference.classes.num_classes
+  num_classes = reference.classes.num_classes
   judges = base.Judges(cache_dir=cache_dir)
   net = None
   if segnet:
     from gcd_jax import segnet as segnet_lib  # pylint: disable=g-import-not-at-top
     net = segnet_lib.load(segnet)
-    if net.num_classes != k:
+    if net.num_classes != num_classes:
       raise ValueError(f"--segnet {segnet}: a network of {net.num_classes} classes, but "
-                       f"{reference.dataset} has {k}")
+                       f"{reference.dataset} has {num_classes}")
     judges.segnet_features = net.feature_extractor()
   spec = segmenter or ("oracle" if reference.synthetic else None)
   if spec == "oracle":
@@ -90,13 +98,13 @@ def make_judges(reference: base.Reference, *, segmenter: str | None = None,
   elif spec and pathlib.Path(spec).is_dir():
     from gcd_jax import segnet as segnet_lib  # pylint: disable=g-import-not-at-top
     seg = segnet_lib.load(spec)
-    if seg.num_classes != k:
+    if seg.num_classes != num_classes:
       raise ValueError(f"--segmenter {spec}: a network of {seg.num_classes} classes, but "
-                       f"{reference.dataset} has {k}")
+                       f"{reference.dataset} has {num_classes}")
     judges.segmenter = seg
     judges.segmenter_identity = "segnet:" + seg.feature_extractor().identity
   elif spec:
-    judges.segmenter = segmenters.load_segmenter(spec, num_classes=k)
+    judges.segmenter = segmenters.load_segmenter(spec, num_classes=num_classes)
     judges.segmenter_identity = "callable:" + spec
   elif net is not None:
     judges.segmenter = net
@@ -128,9 +136,8 @@ def generate(sample_fn: SampleFn, captions: Sequence[str], batch_size: int, seed
   n = len(captions)
   images, layouts = [], []
   with tqdm.tqdm(total=n, desc=desc, unit="sample", disable=not progress, leave=False) as bar:
-    for start in range(0, n, batch_size):
-      caps = list(captions[start:start + batch_size])
-      caps = caps + [caps[-1]] * (batch_size - len(caps))
+    for start, stop, index in sampling.padded_batches(n, batch_size):
+      caps = [captions[i] for i in index]
       t = time.perf_counter()
       out = sample_fn(caps, seed * 1_000_003 + start)
       images.append(visualize.to_uint8(out["image"]))
@@ -138,14 +145,14 @@ def generate(sample_fn: SampleFn, captions: Sequence[str], batch_size: int, seed
         layouts.append(np.asarray(out["layout"]))
       if batch_seconds is not None:
         batch_seconds.append(time.perf_counter() - t)
-      bar.update(min(batch_size, n - start))
+      bar.update(stop - start)
   return (np.concatenate(images)[:n], np.concatenate(layouts)[:n] if layouts else None)
 
 
 # --- The results cache ------------------------------------------------------------
 
 
-def compute_identity(model_config) -> str:
+def compute_identity(model_config: UNetConfig) -> str:
   """What picks the kernels: the same seeds give other samples elsewhere.
 
   The backend, the resolved compute dtype, the jaxlib version and a digest of
@@ -227,7 +234,7 @@ class TrainingEvaluation:
     metrics = ev(lambda captions, seed: sampler_outputs)   # {"semantic_recall": ..., ...}
   """
 
-  def __init__(self, config, has_layout: bool, dataset: str):
+  def __init__(self, config: ml_collections.ConfigDict, has_layout: bool, dataset: str) -> None:
     e = config.eval
     self.reference = load_reference(dataset, config.data.eval_split, e.num_samples,
                                     (config.data.height, config.data.width),

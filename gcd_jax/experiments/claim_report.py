@@ -31,10 +31,14 @@ from __future__ import annotations
 
 import json
 import pathlib
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from gcd_jax import fileio
+
+if TYPE_CHECKING:
+  from gcd_jax.experiments import paper_claim
 
 FIDELITY = ("fd_seg", "image_fsd")  # lower is better; both arms are read through the same judges
 CORRESPONDENCE = ("semantic_recall", "attribute_accuracy")
@@ -43,7 +47,8 @@ PARTS = ("attribute_accuracy_count", "attribute_accuracy_position", "attribute_a
 LAYOUT_SIDE = ("layout_semantic_recall", "layout_attribute_accuracy", "fsd", "miou")
 
 
-def value_at(xs, ys, target: float) -> float:
+def value_at(xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray,
+             target: float) -> float:
   """y where the polyline through (xs[i], ys[i]) (in the given order) has x = target.
 
   Linear between consecutive points. If the curve passes the target more than
@@ -63,7 +68,7 @@ def value_at(xs, ys, target: float) -> float:
   return float(best)
 
 
-def matched_targets(curves, num: int = 5) -> np.ndarray:
+def matched_targets(curves: Sequence[Sequence[float] | np.ndarray], num: int = 5) -> np.ndarray:
   """`num` fidelity values spread over the range every curve reaches (empty if none)."""
   curves = [np.asarray(c, np.float64) for c in curves]
   if any(not np.all(np.isfinite(c)) for c in curves):
@@ -76,7 +81,7 @@ def matched_targets(curves, num: int = 5) -> np.ndarray:
   return np.linspace(lo, hi, num + 2)[1:-1]
 
 
-def percentile_interval(values) -> list[float]:
+def percentile_interval(values: Sequence[float] | np.ndarray) -> list[float]:
   v = np.asarray(values, np.float64)
   v = v[np.isfinite(v)]
   if v.size < 10:
@@ -105,7 +110,8 @@ def paired_indices(n: int, replicates: int, seed: int) -> np.ndarray:
   return np.random.default_rng(seed).integers(0, n, (replicates, n))
 
 
-def replicate_table(points, keys, indices: np.ndarray) -> np.ndarray:
+def replicate_table(points: Sequence[PointStats], keys: Sequence[str],
+                    indices: np.ndarray) -> np.ndarray:
   """[R, P, K] bias-corrected bootstrap replicates of each point's statistics.
 
   Resampling with replacement duplicates samples, which inflates a Frechet
@@ -123,7 +129,8 @@ def replicate_table(points, keys, indices: np.ndarray) -> np.ndarray:
   return table - (np.nanmean(table, axis=0) - values)[None]
 
 
-def compare_fixed(a: PointStats, b: PointStats, keys, replicates: int, seed: int) -> dict:
+def compare_fixed(a: PointStats, b: PointStats, keys: Sequence[str], replicates: int,
+                  seed: int) -> dict:
   """a - b for each key, with a paired bootstrap interval (bias-corrected replicates)."""
   keys = list(keys)
   reps = replicate_table([a, b], keys, paired_indices(a.n, replicates, seed))
@@ -181,7 +188,7 @@ def _load_point_stats(record: dict, judges_for) -> PointStats:
   return PointStats(record, stats, len(samples))
 
 
-def seed_spread(comparisons) -> dict:
+def seed_spread(comparisons: Sequence[dict]) -> dict:
   """Per data label with several seeds: each seed's a - b at the fixed guidance,
   their mean and range, per metric."""
   by_label = {}
@@ -208,7 +215,7 @@ def _read_json(path: pathlib.Path):
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def collect(out: pathlib.Path, protocol: dict, grid) -> dict:
+def collect(out: pathlib.Path, protocol: dict, grid: Sequence[paper_claim.RunSpec]) -> dict:
   """Per run: its spec, finished evaluation records and the budget of its stages."""
   from gcd_jax.experiments import paper_claim  # pylint: disable=g-import-not-at-top
   runs = {}
@@ -257,7 +264,8 @@ def _fmt(v, iv=None, digits=3) -> str:
   return s
 
 
-def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict, grid,
+def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict,
+                 grid: Sequence[paper_claim.RunSpec],
                  bootstrap: int = 300, seed: int = 0) -> dict:
   """Writes claim.json, claim.md and the figure; returns the JSON record."""
   from gcd_jax.evaluators import base, suite  # pylint: disable=g-import-not-at-top

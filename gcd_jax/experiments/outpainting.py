@@ -1,7 +1,7 @@
 """Cross-modal outpainting of a joint model, measured (paper Fig. 9).
 
-  python -m gcd_jax.experiments.outpainting --workdir RUN --out RUN_outpainting.json \
-      [--num-images 200] [--segnet SEGNET]
+  python -m gcd_jax.experiments.outpainting --workdir=RUN --out=RUN_outpainting.json \\
+      [--num_images=200] [--segnet=SEGNET]
 
 On the first N test pairs, with their captions, the joint model's RePaint
 sampler (`config.sample.repaint_method` / `repaint_steps`, guidance as the
@@ -22,21 +22,26 @@ either layout of the pooled confusion (gcd_jax.metrics.layout_metrics.miou).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
 import sys
+from typing import TYPE_CHECKING, Any, Sequence
 import time
 
+from absl import flags
 import numpy as np
 
+from gcd_jax import cli
 from gcd_jax import fileio
 
+if TYPE_CHECKING:
+  from gcd_jax import run as run_lib
 
-def _miou_stat(pred, target, k, ignore):
+
+def _miou_stat(pred, target, num_classes, ignore):
   from gcd_jax.metrics import layout_metrics  # pylint: disable=g-import-not-at-top
-  return lambda idx: layout_metrics.miou(pred[idx], target[idx], k, ignore)[0]
+  return lambda idx: layout_metrics.miou(pred[idx], target[idx], num_classes, ignore)[0]
 
 
 def _with_interval(stat, n, replicates, seed) -> dict:
@@ -45,18 +50,17 @@ def _with_interval(stat, n, replicates, seed) -> dict:
           "interval": list(base.bootstrap_interval(stat, n, replicates, seed))}
 
 
-def generate(run, captions, known: dict, resample: int, batch_size: int, seed: int):
+def generate(run: run_lib.Run, captions: Sequence[str], known: dict, resample: int,
+             batch_size: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """The RePaint sampler over all captions in padded batches: ({"image", "layout"} numpy,
   the sampler's settings)."""
   from gcd_jax import sampling  # pylint: disable=g-import-not-at-top
   cfg = sampling.SamplerConfig.from_config(run.config.sample, known=True, resample=resample)
   n = len(captions)
   outs = {"image": [], "layout": []}
-  for start in range(0, n, batch_size):
-    stop = min(start + batch_size, n)
-    pad = batch_size - (stop - start)
-    caps = list(captions[start:stop]) + [captions[stop - 1]] * pad
-    chunk = {k: np.concatenate([v[start:stop]] + [v[stop - 1:stop]] * pad) for k, v in known.items()}
+  for start, stop, index in sampling.padded_batches(n, batch_size):
+    caps = [captions[i] for i in index]
+    chunk = {k: np.asarray(v)[index] for k, v in known.items()}
     out = run.sample(caps, seed=seed + start, cfg=cfg, known=chunk)
     for k in outs:
       outs[k].append(np.asarray(out[k])[: stop - start])
@@ -64,7 +68,8 @@ def generate(run, captions, known: dict, resample: int, batch_size: int, seed: i
 
 
 def run_outpainting(workdir: str, *, num_images: int = 200, segnet: str | None = None,
-                    resamples=(1, 5), batch_size: int = 50, seed: int = 0, bootstrap: int = 200) -> dict:
+                    resamples: Sequence[int] = (1, 5), batch_size: int = 50, seed: int = 0,
+                    bootstrap: int = 200) -> dict:
   from gcd_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   from gcd_jax import visualize  # pylint: disable=g-import-not-at-top
   from gcd_jax.evaluators import base, suite  # pylint: disable=g-import-not-at-top
@@ -77,7 +82,7 @@ def run_outpainting(workdir: str, *, num_images: int = 200, segnet: str | None =
                              c.data.data_dir or None)
   judges = suite.make_judges(ref, segnet=segnet, cache_dir=run.workdir / "eval" / "reference")
   ctx = base.Context(ref, judges, replicates=bootstrap, seed=seed)
-  k, ignore = ref.classes.num_classes, ref.classes.ignore_id
+  num_classes, ignore = ref.classes.num_classes, ref.classes.ignore_id
   n = len(ref.captions)
   real_image = ref.images.astype(np.float32) / 127.5 - 1
   everything = np.ones(ref.layouts.shape, bool)
@@ -90,21 +95,21 @@ def run_outpainting(workdir: str, *, num_images: int = 200, segnet: str | None =
     out, cfg = generate(run, ref.captions, {"image": real_image, "image_mask": everything},
                         r, batch_size, seed)
     record["image_to_layout"][f"R={r}"] = {
-        "miou": _with_interval(_miou_stat(out["layout"], ref.layouts, k, ignore), n, bootstrap, seed),
+        "miou": _with_interval(_miou_stat(out["layout"], ref.layouts, num_classes, ignore), n, bootstrap, seed),
         "sampler": cfg, "seconds": time.time() - t}
   if judges.segnet_features is not None:
     from gcd_jax import segnet as segnet_lib  # pylint: disable=g-import-not-at-top
     net = segnet_lib.load(segnet)
     pred = np.asarray(net(ref.images))
     record["image_to_layout"]["segnet"] = {
-        "miou": _with_interval(_miou_stat(pred, ref.layouts, k, ignore), n, bootstrap, seed),
+        "miou": _with_interval(_miou_stat(pred, ref.layouts, num_classes, ignore), n, bootstrap, seed),
         "identity": net.identity}
 
   t = time.time()
   out, cfg = generate(run, ref.captions, {"layout": ref.layouts.astype(np.int32), "layout_mask": everything},
                       5, batch_size, seed)
   samples = base.Samples(visualize.to_uint8(out["image"]), None, judges)
-  entry = {"miou": _with_interval(_miou_stat(samples.image_layouts, ref.layouts, k, ignore), n,
+  entry = {"miou": _with_interval(_miou_stat(samples.image_layouts, ref.layouts, num_classes, ignore), n,
                                   bootstrap, seed), "sampler": cfg, "seconds": time.time() - t}
   if judges.segnet_features is not None:
     for name, stat in ev_metrics.FDSeg().statistics(ctx, samples).items():
@@ -113,28 +118,30 @@ def run_outpainting(workdir: str, *, num_images: int = 200, segnet: str | None =
   return record
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m gcd_jax.experiments.outpainting",
-                              description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--out", required=True, help="the JSON record")
-  p.add_argument("--num-images", type=int, default=200)
-  p.add_argument("--segnet", default=None, help="a trained segmentation network (fd_seg, the segnet mIoU)")
-  p.add_argument("--batch-size", type=int, default=50)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--bootstrap", type=int, default=200)
-  args = p.parse_args(argv)
-  from gcd_jax import compilation_cache  # pylint: disable=g-import-not-at-top
-  compilation_cache.enable()
-  try:
-    record = run_outpainting(args.workdir, num_images=args.num_images, segnet=args.segnet,
-                             batch_size=args.batch_size, seed=args.seed, bootstrap=args.bootstrap)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+PROG = "python -m gcd_jax.experiments.outpainting"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("workdir", None, "A training workdir.", required=True, flag_values=fv)
+  flags.DEFINE_string("out", None, "The JSON record.", required=True, flag_values=fv)
+  flags.DEFINE_integer("num_images", 200, "Test images.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("segnet", None, "A trained segmentation network (fd_seg, the segnet mIoU).",
+                      flag_values=fv)
+  flags.DEFINE_integer("batch_size", 50, "Samples per compiled call.", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Sampling seed.", flag_values=fv)
+  flags.DEFINE_integer("bootstrap", 200, "Bootstrap resamplings.", lower_bound=0, flag_values=fv)
+
+
+def _command(args) -> None:
+  record = run_outpainting(args.workdir, num_images=args.num_images, segnet=args.segnet,
+                           batch_size=args.batch_size, seed=args.seed, bootstrap=args.bootstrap)
   fileio.atomic_write_text(pathlib.Path(args.out), json.dumps(record, indent=1))
   print(json.dumps({k: record[k] for k in ("image_to_layout", "layout_to_image")}, indent=1))
-  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.command_main(define_flags, _command, prog=PROG, doc=__doc__, argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """The paper's claim on the embedded benchmark: joint vs image-only diffusion when
 text-image pairs are scarce.
 
-  python -m gcd_jax.experiments.paper_claim run --out experiments/paper_claim
-  python -m gcd_jax.experiments.paper_claim status --out experiments/paper_claim
-  python -m gcd_jax.experiments.paper_claim report --out experiments/paper_claim \
-      --results docs/results/paper_claim
+  python -m gcd_jax.experiments.paper_claim run --out=experiments/paper_claim
+  python -m gcd_jax.experiments.paper_claim status --out=experiments/paper_claim
+  python -m gcd_jax.experiments.paper_claim report --out=experiments/paper_claim \\
+      --results=docs/results/paper_claim
 
   # one cell of the grid (its training, then its evaluations):
-  python -m gcd_jax.experiments.paper_claim run --out experiments/paper_claim --only joint_25_s0
+  python -m gcd_jax.experiments.paper_claim run --out=experiments/paper_claim --only=joint_25_s0
 
 The grid (`GRID`): the joint model (configs/shapes.py) and its image-only twin
 (configs/shapes_image_only.py), which differ only in the layout input, output
@@ -43,7 +43,6 @@ the records).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import hashlib
@@ -57,7 +56,12 @@ import signal
 import subprocess
 import sys
 import time
+import types
+from typing import Any, Callable, Sequence
 
+from absl import flags
+
+from gcd_jax import cli
 from gcd_jax import fileio
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -82,7 +86,7 @@ PROTOCOL = {
     "outpainting_images": 200,
 }
 
-ARMS = {"joint": "shapes.py", "image_only": "shapes_image_only.py"}
+ARMS = {"joint": "shapes.py", "image_only": "shapes.py:image_only"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,11 +168,12 @@ def global_stages(out: pathlib.Path, protocol: dict) -> list[Stage]:
   data = f"{protocol['dataset']}/{protocol['builder_config']}"
   return [
       Stage("prepare/" + data.replace("/", "_"),
-            _py("gcd_jax.prepare", "--dataset", protocol["dataset"], "--config", protocol["builder_config"])),
+            _py("gcd_jax.prepare", f"--dataset={protocol['dataset']}",
+                f"--config={protocol['builder_config']}")),
       Stage("judge/segnet",
-            _py("gcd_jax.segnet", "train", "--dataset", protocol["dataset"], "--config",
-                protocol["builder_config"], "--out", str(judge_dir(out)), "--steps",
-                str(protocol["judge_steps"]), "--no-progress"),
+            _py("gcd_jax.segnet", "train", f"--dataset={protocol['dataset']}",
+                f"--config={protocol['builder_config']}", f"--out={judge_dir(out)}",
+                f"--steps={protocol['judge_steps']}", "--noprogress"),
             judge_dir(out) / "segnet.json"),
   ]
 
@@ -177,24 +182,24 @@ def run_stages(out: pathlib.Path, protocol: dict, spec: RunSpec) -> list[Stage]:
   wd = run_dir(out, spec)
   # Done only with the final checkpoint: main also exits 0 after a SIGTERM's save.
   train = Stage(f"train/{spec.name}",
-                _py("gcd_jax.main", "--config", str(CONFIGS / ARMS[spec.arm]), "--workdir", str(wd),
+                _py("gcd_jax.main", f"--config={CONFIGS / ARMS[spec.arm]}", f"--workdir={wd}",
                     *spec.config_overrides(protocol)),
                 wd / "checkpoints" / str(protocol["num_steps"]))
 
   def evaluation(stage, guidance, n):
     path = result_path(out, spec, stage)
     return Stage(f"{stage}/{spec.name}",
-                 _py("gcd_jax.evaluate", "--workdir", str(wd), "--num-samples", str(n),
-                     "--guidance", ",".join(f"{g:g}" for g in guidance),
-                     "--segnet", str(judge_dir(out)), "--json", str(path)), path)
+                 _py("gcd_jax.evaluate", f"--workdir={wd}", f"--num_samples={n}",
+                     "--guidance=" + ",".join(f"{g:g}" for g in guidance),
+                     f"--segnet={judge_dir(out)}", f"--json={path}"), path)
 
   def clustering(stage, layout_input):
     path = result_path(out, spec, stage)
     return Stage(f"{stage}/{spec.name}",
-                 _py("gcd_jax.experiments.clustering", "--workdir", str(wd), "--out", str(path),
-                     "--num-images", str(protocol["clustering_images"]),
-                     "--steps", ",".join(str(t) for t in protocol["clustering_steps"]),
-                     "--layout-input", layout_input), path)
+                 _py("gcd_jax.experiments.clustering", f"--workdir={wd}", f"--out={path}",
+                     f"--num_images={protocol['clustering_images']}",
+                     "--steps=" + ",".join(str(t) for t in protocol["clustering_steps"]),
+                     f"--layout_input={layout_input}"), path)
 
   stages = [train,
             evaluation("sweep", protocol["sweep_guidance"], protocol["sweep_samples"]),
@@ -207,16 +212,17 @@ def run_stages(out: pathlib.Path, protocol: dict, spec: RunSpec) -> list[Stage]:
       and spec.captioned is None and not spec.overrides and spec.seed == 0):
     path = result_path(out, spec, "outpainting")
     stages.append(Stage(f"outpainting/{spec.name}",
-                        _py("gcd_jax.experiments.outpainting", "--workdir", str(wd), "--out", str(path),
-                            "--num-images", str(protocol["outpainting_images"]),
-                            "--segnet", str(judge_dir(out))), path))
+                        _py("gcd_jax.experiments.outpainting", f"--workdir={wd}", f"--out={path}",
+                            f"--num_images={protocol['outpainting_images']}",
+                            f"--segnet={judge_dir(out)}"), path))
   return stages
 
 
-def select(grid, only: str | None) -> list[RunSpec]:
+def select(grid: Sequence[RunSpec], only: Sequence[str] | str | None) -> list[RunSpec]:
+  """The runs named by --only (a list, or one comma-separated string), or the whole grid."""
   if not only:
     return list(grid)
-  names = [n.strip() for n in only.split(",") if n.strip()]
+  names = [n.strip() for n in (only.split(",") if isinstance(only, str) else only) if n.strip()]
   by_name = {s.name: s for s in grid}
   unknown = [n for n in names if n not in by_name]
   if unknown:
@@ -224,7 +230,7 @@ def select(grid, only: str | None) -> list[RunSpec]:
   return [by_name[n] for n in names]
 
 
-def all_stages(out: pathlib.Path, protocol: dict, specs) -> list[Stage]:
+def all_stages(out: pathlib.Path, protocol: dict, specs: Sequence[RunSpec]) -> list[Stage]:
   stages = global_stages(out, protocol)
   for spec in specs:
     stages += run_stages(out, protocol, spec)
@@ -271,7 +277,7 @@ def is_done(out: pathlib.Path, stage: Stage) -> bool:
   return True
 
 
-def check_protocol(out: pathlib.Path, protocol: dict, grid) -> None:
+def check_protocol(out: pathlib.Path, protocol: dict, grid: Sequence[RunSpec]) -> None:
   """Writes <out>/protocol.json on first use; refuses another protocol later."""
   record = {"protocol": protocol, "grid": [dataclasses.asdict(s) for s in grid]}
   # JSON round trip: tuples become lists, as they are read back.
@@ -359,8 +365,9 @@ def provenance(stage: Stage) -> dict:
                                               timeout=20).stdout.strip())
   except (OSError, subprocess.SubprocessError):
     record["git_commit"] = None
-  if "--config" in stage.argv:
-    path = pathlib.Path(stage.argv[stage.argv.index("--config") + 1])
+  config = [a for a in stage.argv if a.startswith("--config=")]
+  if config:
+    path = pathlib.Path(config[0].split("=", 1)[1].split(":")[0])  # configs/x.py[:variant]
     if path.is_file():
       record["config_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
   return record
@@ -384,7 +391,7 @@ os.execv(sys.executable, [sys.executable] + sys.argv[2:])
 
 
 def run_stage(out: pathlib.Path, stage: Stage, *, python: str, progress_every: float,
-              nice: int, forward: _Forward, log=print) -> bool:
+              nice: int, forward: _Forward, log: Callable[[str], Any] = print) -> bool:
   """Runs one stage's command to completion; records the attempt. True if it succeeded."""
   state = read_state(out, stage.key)
   if state.get("spec") not in (None, stage.spec(out)):
@@ -434,7 +441,8 @@ def run_stage(out: pathlib.Path, stage: Stage, *, python: str, progress_every: f
 
 
 def run_all(out: pathlib.Path, stages: list[Stage], *, python: str = sys.executable,
-            progress_every: float = 120.0, nice: int = 0, dry_run: bool = False, log=print) -> int:
+            progress_every: float = 120.0, nice: int = 0, dry_run: bool = False,
+            log: Callable[[str], Any] = print) -> int:
   """Runs every stage not yet done, in order, one at a time; 0 when all are done.
 
   A failed stage stops the run (1); SIGTERM or Ctrl-C is passed on to the job,
@@ -471,7 +479,7 @@ def run_all(out: pathlib.Path, stages: list[Stage], *, python: str = sys.executa
   return 0
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: types.SimpleNamespace) -> int:
   out = pathlib.Path(args.out).absolute()
   out.mkdir(parents=True, exist_ok=True)
   check_protocol(out, PROTOCOL, GRID)
@@ -493,7 +501,7 @@ def stage_summary(out: pathlib.Path, stage: Stage) -> dict:
           "hardware": attempts[-1]["hardware"] if attempts else None}
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: types.SimpleNamespace) -> int:
   out = pathlib.Path(args.out).absolute()
   stages = all_stages(out, PROTOCOL, select(GRID, args.only))
   total = 0.0
@@ -507,7 +515,7 @@ def cmd_status(args) -> int:
   return 0
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: types.SimpleNamespace) -> int:
   from gcd_jax.experiments import claim_report  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(args.out).absolute()
   if not (out / "protocol.json").exists():
@@ -518,34 +526,37 @@ def cmd_report(args) -> int:
   return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m gcd_jax.experiments.paper_claim",
-                              description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = p.add_subparsers(dest="command", required=True)
-  r = sub.add_parser("run", help="train and evaluate every unfinished run of the grid, one job at a time")
-  s = sub.add_parser("status", help="what is done, with wall times")
-  rep = sub.add_parser("report", help="JSON, tables and plots of whatever is finished")
-  for q in (r, s, rep):
-    q.add_argument("--out", required=True, help="the experiment directory (runs, logs, state)")
-  for q in (r, s):
-    q.add_argument("--only", default=None, help="comma-separated run names (default: the whole grid)")
-  r.add_argument("--dry-run", action="store_true", help="print the commands to run, run nothing")
-  r.add_argument("--python", default=sys.executable, help="interpreter of the jobs")
-  r.add_argument("--progress-every", type=float, default=120.0, help="seconds between progress lines")
-  r.add_argument("--nice", type=int, default=0, help="run the jobs at this niceness")
-  rep.add_argument("--results", default="docs/results/paper_claim", help="where the report goes")
-  rep.add_argument("--bootstrap", type=int, default=300, help="bootstrap resamplings of the comparisons")
-  return p
+PROG = "python -m gcd_jax.experiments.paper_claim"
+COMMANDS = ("run", "status", "report")
 
 
-def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
-  try:
-    return {"run": cmd_run, "status": cmd_status, "report": cmd_report}[args.command](args)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("out", None, "The experiment directory (runs, logs, state).", required=True,
+                      flag_values=fv)
+  flags.DEFINE_list("only", None, "run, status: run names (default: the whole grid).",
+                    flag_values=fv)
+  flags.DEFINE_bool("dry_run", False, "run: print the commands to run, run nothing.",
+                    flag_values=fv)
+  flags.DEFINE_string("python", sys.executable, "run: the interpreter of the jobs.",
+                      flag_values=fv)
+  flags.DEFINE_float("progress_every", 120.0, "run: seconds between progress lines.",
+                     flag_values=fv)
+  flags.DEFINE_integer("nice", 0, "run: the jobs' niceness.", flag_values=fv)
+  flags.DEFINE_string("results", "docs/results/paper_claim", "report: where the report goes.",
+                      flag_values=fv)
+  flags.DEFINE_integer("bootstrap", 300, "report: bootstrap resamplings of the comparisons.",
+                       lower_bound=0, flag_values=fv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """`run` trains and evaluates every unfinished stage of the grid, one job at a time;
+  `status` says what is done, with wall times; `report` writes JSON, tables and
+  plots of whatever is finished."""
+  commands = {"run": cmd_run, "status": cmd_status, "report": cmd_report}
+  status = []
+  code = cli.command_main(define_flags, lambda a: status.append(commands[a.command](a)), prog=PROG,
+                          doc=__doc__, argv=argv, positional=COMMANDS, jax_cache=False)
+  return code or (status[0] if status else 0)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ class EncoderLayer(nn.Module):
   layer_norm_eps: float
 
   @nn.compact
-  def __call__(self, x, bias=None):
+  def __call__(self, x: jax.Array, bias: jax.Array | None = None) -> jax.Array:
     """x: [B, L, D] float32; bias: None or [1, 1, L, L] added to attention logits."""
     head_dim = self.hidden_size // self.num_heads
     norm = functools.partial(nn.LayerNorm, epsilon=self.layer_norm_eps,
@@ -143,7 +143,7 @@ def _layers(c: ClipTextConfig | ClipVisionConfig, x, bias=None):
   return x
 
 
-def eos_positions(input_ids, eos_token_id: int):
+def eos_positions(input_ids: jax.Array, eos_token_id: int) -> jax.Array:
   """[B] index of the token whose state is pooled, as CLIPTextModel chooses it."""
   if eos_token_id == LEGACY_EOS_TOKEN_ID:
     return jnp.argmax(input_ids, axis=-1)
@@ -159,7 +159,7 @@ class ClipTextTower(nn.Module):
   config: ClipTextConfig
 
   @nn.compact
-  def __call__(self, input_ids):
+  def __call__(self, input_ids: jax.Array) -> jax.Array:
     c = self.config
     length = input_ids.shape[1]
     if length > c.max_position_embeddings:  # the lookup would clamp silently
@@ -181,7 +181,7 @@ class ClipVisionTower(nn.Module):
   config: ClipVisionConfig
 
   @nn.compact
-  def __call__(self, pixels):
+  def __call__(self, pixels: jax.Array) -> jax.Array:
     c = self.config
     b, p, d = pixels.shape[0], c.patch_size, c.hidden_size
     grid = c.image_size // p
@@ -210,19 +210,19 @@ class ClipModel(nn.Module):
   """
   config: ClipConfig
 
-  def setup(self):
+  def setup(self) -> None:
     self.text_model = ClipTextTower(self.config.text)
     self.vision_model = ClipVisionTower(self.config.vision)
     self.text_projection = nn.Dense(self.config.projection_dim, use_bias=False)
     self.visual_projection = nn.Dense(self.config.projection_dim, use_bias=False)
 
-  def embed_images(self, pixels):
+  def embed_images(self, pixels: jax.Array) -> jax.Array:
     return self.visual_projection(self.vision_model(pixels))
 
-  def embed_texts(self, input_ids):
+  def embed_texts(self, input_ids: jax.Array) -> jax.Array:
     return self.text_projection(self.text_model(input_ids))
 
-  def __call__(self, pixels, input_ids):
+  def __call__(self, pixels: jax.Array, input_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
     return self.embed_images(pixels), self.embed_texts(input_ids)
 
 

@@ -29,7 +29,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,9 @@ from PIL import Image
 
 from gcd_jax.metrics import clip
 from gcd_jax.models.text import checkpoint as ckpt
+
+if TYPE_CHECKING:
+  import transformers
 
 MAX_TEXT_LENGTH = 77  # CLIP's context length, <|startoftext|> and <|endoftext|> included
 PREPROCESSOR_FILE = "preprocessor_config.json"
@@ -104,7 +107,7 @@ class ImagePreprocessing:
     return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
 
 
-def load_tokenizer(directory: pathlib.Path):
+def load_tokenizer(directory: pathlib.Path) -> transformers.CLIPTokenizer:
   """The checkpoint's CLIP BPE tokenizer (tokenizer.json, or vocab.json + merges.txt)."""
   # transformers reads the offline switch when first imported; local_files_only is
   # the real guarantee.
@@ -150,7 +153,7 @@ class ClipScorer:
 
   def __init__(self, *, name: str, checkpoint_dir: pathlib.Path, config: clip.ClipConfig,
                module: clip.ClipModel, params: Any, tokenizer: Any,
-               preprocessing: ImagePreprocessing, batch_size: int = 32):
+               preprocessing: ImagePreprocessing, batch_size: int = 32) -> None:
     self.name = name
     self.checkpoint_dir = checkpoint_dir
     self.config = config
@@ -173,7 +176,7 @@ class ClipScorer:
     self._embed_images = embed(clip.ClipModel.embed_images)
     self._embed_texts = embed(clip.ClipModel.embed_texts)
 
-  def preprocess(self, images) -> np.ndarray:
+  def preprocess(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """images [N, H, W, 3] uint8 (or N such [H, W, 3]) -> pixels [N, S, S, 3] float32."""
     if isinstance(images, np.ndarray) and images.ndim == 4:
       images = list(images)
@@ -213,7 +216,7 @@ class ClipScorer:
     """pixels [N, S, S, 3] float32 (preprocessed) -> L2-normalised [N, P] float32."""
     return self._batched(self._embed_images, np.asarray(pixels, np.float32))
 
-  def image_embeds(self, images) -> np.ndarray:
+  def image_embeds(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """images [N, H, W, 3] uint8 -> L2-normalised image embeddings [N, P] float32."""
     return self.image_embeds_of_pixels(self.preprocess(images))
 
@@ -225,7 +228,8 @@ class ClipScorer:
     """N captions -> L2-normalised text embeddings [N, P] float32."""
     return self.text_embeds_of_ids(self.tokenize(captions))
 
-  def score(self, images, captions: Sequence[str]) -> np.ndarray:
+  def score(self, images: np.ndarray | Sequence[np.ndarray],
+            captions: Sequence[str]) -> np.ndarray:
     """CLIP score of each image with its caption.
 
     Args:
@@ -243,7 +247,7 @@ class ClipScorer:
                        "score pairs images[i] with captions[i]")
     return np.sum(self.image_embeds(images) * self.text_embeds(captions), axis=-1)
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return (f"ClipScorer({self.name!r}, image_size={self.preprocessing.crop_size}, "
             f"projection_dim={self.config.projection_dim}, checkpoint_dir='{self.checkpoint_dir}')")
 

@@ -40,6 +40,7 @@ import dataclasses
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -49,6 +50,9 @@ from gcd_jax.data import synthetic_scenes
 from gcd_jax.data.features import LayoutClasses
 from gcd_jax.metrics import layout_metrics
 from gcd_jax.metrics import segmenters
+
+if TYPE_CHECKING:
+  import jax
 
 ATTRIBUTES = ("count", "position", "size", "variant")
 
@@ -210,7 +214,8 @@ def presence_rule(dataset: str) -> PresenceRule:
 # --- Semantic recall -------------------------------------------------------------------
 
 
-def per_sample_recall(captions: Sequence[str], layouts, classes_named_fn: Callable[[str], Iterable[int]],
+def per_sample_recall(captions: Sequence[str], layouts: jax.Array | np.ndarray,
+                      classes_named_fn: Callable[[str], Iterable[int]],
                       area_threshold: float | Sequence[float] | None = None, *,
                       presence: PresenceRule | None = None) -> np.ndarray:
   """Semantic recall of each sample: [N] float64, NaN where the caption names no class.
@@ -241,7 +246,8 @@ def per_sample_recall(captions: Sequence[str], layouts, classes_named_fn: Callab
   return out
 
 
-def semantic_recall(captions: Sequence[str], layouts, classes_named_fn: Callable[[str], Iterable[int]],
+def semantic_recall(captions: Sequence[str], layouts: jax.Array | np.ndarray,
+                    classes_named_fn: Callable[[str], Iterable[int]],
                     area_threshold: float | Sequence[float] | None = None, *,
                     presence: PresenceRule | None = None) -> float:
   """Mean of `per_sample_recall` over the samples whose caption names a class."""
@@ -250,13 +256,14 @@ def semantic_recall(captions: Sequence[str], layouts, classes_named_fn: Callable
   return float(r.mean()) if r.size else float("nan")
 
 
-def semantic_recall_synthetic(captions: Sequence[str], layouts) -> float:
+def semantic_recall_synthetic(captions: Sequence[str], layouts: jax.Array | np.ndarray) -> float:
   """synthetic_scenes: classes named by the caption parser; present with the
   dataset's own rule (a connected component of MIN_AREA_FRAC, 0.4 % of the image)."""
   return semantic_recall(captions, layouts, scenes_named_classes, presence=SYNTHETIC_PRESENCE)
 
 
-def semantic_recall_by_name(captions: Sequence[str], layouts, classes: LayoutClasses,
+def semantic_recall_by_name(captions: Sequence[str], layouts: jax.Array | np.ndarray,
+                            classes: LayoutClasses,
                             synonyms: Mapping[str | int, Iterable[str]] | None = None,
                             area_threshold: float | Sequence[float] | None = None, *,
                             presence: PresenceRule | None = None) -> float:
@@ -272,7 +279,8 @@ def semantic_recall_by_name(captions: Sequence[str], layouts, classes: LayoutCla
 # --- Attribute accuracy (synthetic_scenes) --------------------------------------------
 
 
-def attribute_counts(captions: Sequence[str], layouts, images,
+def attribute_counts(captions: Sequence[str], layouts: jax.Array | np.ndarray,
+                     images: jax.Array | np.ndarray,
                      presence: PresenceRule | None = None) -> tuple[np.ndarray, np.ndarray]:
   """synthetic_scenes: per sample, (attributes that hold, attributes stated), each
   [N, 4] int64 in the order of ATTRIBUTES (count, position, size, variant).
@@ -315,7 +323,8 @@ def attribute_shares(correct: np.ndarray, total: np.ndarray) -> dict[str, float]
   return out
 
 
-def attribute_accuracy(captions: Sequence[str], layouts, images,
+def attribute_accuracy(captions: Sequence[str], layouts: jax.Array | np.ndarray,
+                       images: jax.Array | np.ndarray,
                        presence: PresenceRule | None = None) -> dict[str, float]:
   """synthetic_scenes: the share of stated attributes that hold in (layout, image).
 
@@ -335,14 +344,16 @@ def attribute_accuracy(captions: Sequence[str], layouts, images,
 # --- Image-layout agreement ---------------------------------------------------------
 
 
-def layout_for_image_only(images, segmenter: segmenters.Segmenter) -> np.ndarray:
+def layout_for_image_only(images: jax.Array | np.ndarray,
+                          segmenter: segmenters.Segmenter) -> np.ndarray:
   """The layout of an image-only model: segmenter(images), [N, H, W] int32, checked."""
   images = segmenters.check_images(images, "layout_for_image_only")
   return segmenters.check_layouts(segmenter(images), images,
                                   getattr(segmenter, "num_classes", None), f"segmenter {segmenter!r}")
 
 
-def image_layout_agreement(images, layouts, segmenter: segmenters.Segmenter,
+def image_layout_agreement(images: jax.Array | np.ndarray, layouts: jax.Array | np.ndarray,
+                           segmenter: segmenters.Segmenter,
                            num_classes: int | None = None,
                            ignore_id: int | None = None) -> tuple[float, np.ndarray]:
   """mIoU of the generated layouts vs segmenter(generated images).
@@ -358,11 +369,12 @@ def image_layout_agreement(images, layouts, segmenter: segmenters.Segmenter,
     (mIoU, per-class IoU [K]) as `layout_metrics.miou`, target = the
     segmentation. For many samples, feed batches to `layout_metrics.MIoU`.
   """
-  k = num_classes if num_classes is not None else getattr(segmenter, "num_classes", None)
-  if k is None:
+  if num_classes is None:
+    num_classes = getattr(segmenter, "num_classes", None)
+  if num_classes is None:
     raise ValueError("image_layout_agreement: the segmenter does not say its num_classes; pass it.")
   seg = layout_for_image_only(images, segmenter)
   layouts = _as_layouts(layouts, len(seg), "image_layout_agreement")
   if ignore_id is not None:
     seg = np.where(layouts == ignore_id, ignore_id, seg)
-  return layout_metrics.miou(layouts, seg, k, ignore_id)
+  return layout_metrics.miou(layouts, seg, num_classes, ignore_id)

@@ -104,8 +104,8 @@ class InceptionFeatures:
   """
   dim = inception.FEATURE_DIM
 
-  def __init__(self, variables, *, digest: str, name: str = "fid_inception_v3",
-               batch_size: int = 50, resize_to: int = inception.FID_RESIZE):
+  def __init__(self, variables: dict[str, Any], *, digest: str, name: str = "fid_inception_v3",
+               batch_size: int = 50, resize_to: int = inception.FID_RESIZE) -> None:
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     self.module = inception.FIDInceptionV3(resize_to=resize_to)
@@ -182,7 +182,8 @@ class Reference:
   features: np.ndarray
 
   @classmethod
-  def from_features(cls, key: str, identity: str, features) -> Reference:
+  def from_features(cls, key: str, identity: str,
+                    features: jax.Array | np.ndarray) -> Reference:
     features = np.asarray(features)
     mu, sigma = frechet.statistics(features)
     return cls(key, identity, mu, sigma, features.astype(np.result_type(features, np.float32)))
@@ -270,12 +271,13 @@ def _check_reference(extractor, reference: Reference) -> None:
                      f"not with this extractor ({identity!r})")
 
 
-def fid_from_features(features, reference: Reference) -> float:
+def fid_from_features(features: jax.Array | np.ndarray, reference: Reference) -> float:
   """Frechet distance between features [N, D] and the reference's (mu, sigma)."""
   return frechet.frechet_distance(*frechet.statistics(features), reference.mu, reference.sigma)
 
 
-def kid_from_features(features, reference: Reference, num_subsets: int = 100,
+def kid_from_features(features: jax.Array | np.ndarray, reference: Reference,
+                      num_subsets: int = 100,
                       subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
   """KID (mean, std over subsets) between features [N, D] and the reference's features."""
   return frechet.kernel_distance(features, reference.features, num_subsets=num_subsets,

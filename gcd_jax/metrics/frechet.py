@@ -6,11 +6,16 @@ any other feature extractor. Computed in float64 numpy.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import linalg
 
+if TYPE_CHECKING:
+  import jax
 
-def statistics(features) -> tuple[np.ndarray, np.ndarray]:
+
+def statistics(features: jax.Array | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(mean [D], covariance [D, D]) of features [N, D], in float64."""
   f = np.asarray(features, np.float64)
   if f.ndim != 2 or f.shape[0] < 2:
@@ -18,7 +23,8 @@ def statistics(features) -> tuple[np.ndarray, np.ndarray]:
   return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
+                     sigma2: np.ndarray) -> float:
   """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Dowson & Landau 1982).
 
   The matrix square root is taken as in the reference FID code (scipy sqrtm,
@@ -37,11 +43,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
 
 
-def frechet_distance_of(features1, features2) -> float:
+def frechet_distance_of(features1: jax.Array | np.ndarray,
+                        features2: jax.Array | np.ndarray) -> float:
   return frechet_distance(*statistics(features1), *statistics(features2))
 
 
-def kernel_distance(features1, features2, num_subsets: int = 100, subset_size: int = 1000,
+def kernel_distance(features1: jax.Array | np.ndarray, features2: jax.Array | np.ndarray,
+                    num_subsets: int = 100, subset_size: int = 1000,
                     seed: int = 0) -> tuple[float, float]:
   """KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel (x.y / d + 1)^3.
 
@@ -75,13 +83,13 @@ class FrechetReference:
   (scipy sqrtm) to rounding on full-rank and rank-deficient covariances.
   """
 
-  def __init__(self, features):
+  def __init__(self, features: jax.Array | np.ndarray) -> None:
     self.mu, self.sigma = statistics(features)
     w, v = np.linalg.eigh(self.sigma)
     self._root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
     self._trace = float(np.trace(self.sigma))
 
-  def distance(self, features) -> float:
+  def distance(self, features: jax.Array | np.ndarray) -> float:
     """Frechet distance between the statistics of features [N, D] and the reference's."""
     f = np.asarray(features, np.float64)
     if f.ndim != 2 or f.shape[0] < 2 or f.shape[1] != len(self.mu):

@@ -56,7 +56,7 @@ Converting the standard FID weights (torch is needed only for this, in its own v
   /tmp/torchvenv/bin/python tools/convert_fid_inception.py \
       pt_inception-2015-12-05-6726825d.pth fid_inception.safetensors
   # then, in the gcd_jax environment:
-  python -m gcd_jax.evaluate --workdir workdirs/shapes --inception fid_inception.safetensors
+  python -m gcd_jax.evaluate --workdir=workdirs/shapes --inception=fid_inception.safetensors
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class BasicConv2d(nn.Module):
   padding: tuple[int, int] = (0, 0)
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> jax.Array:
     ph, pw = self.padding
     x = nn.Conv(self.features, self.kernel_size, strides=self.strides,
                 padding=((ph, ph), (pw, pw)), use_bias=False, name="conv")(x)
@@ -123,7 +123,7 @@ class InceptionA(nn.Module):
   pool_features: int
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> jax.Array:
     b1 = BasicConv2d(64, (1, 1), name="branch1x1")(x)
     b5 = BasicConv2d(48, (1, 1), name="branch5x5_1")(x)
     b5 = BasicConv2d(64, (5, 5), padding=(2, 2), name="branch5x5_2")(b5)
@@ -138,7 +138,7 @@ class InceptionB(nn.Module):
   """Mixed_6a: grid reduction 35 -> 17."""
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> jax.Array:
     b3 = BasicConv2d(384, (3, 3), strides=2, name="branch3x3")(x)
     bd = BasicConv2d(64, (1, 1), name="branch3x3dbl_1")(x)
     bd = BasicConv2d(96, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd)
@@ -151,7 +151,7 @@ class InceptionC(nn.Module):
   channels_7x7: int
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> jax.Array:
     c7 = self.channels_7x7
     b1 = BasicConv2d(192, (1, 1), name="branch1x1")(x)
     b7 = BasicConv2d(c7, (1, 1), name="branch7x7_1")(x)
@@ -170,7 +170,7 @@ class InceptionD(nn.Module):
   """Mixed_7a: grid reduction 17 -> 8."""
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> jax.Array:
     b3 = BasicConv2d(192, (1, 1), name="branch3x3_1")(x)
     b3 = BasicConv2d(320, (3, 3), strides=2, name="branch3x3_2")(b3)
     b7 = BasicConv2d(192, (1, 1), name="branch7x7x3_1")(x)
@@ -185,7 +185,7 @@ class InceptionE(nn.Module):
   pool: str
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> jax.Array:
     b1 = BasicConv2d(320, (1, 1), name="branch1x1")(x)
     b3 = BasicConv2d(384, (1, 1), name="branch3x3_1")(x)
     b3 = jnp.concatenate([BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
@@ -206,7 +206,7 @@ class InceptionE(nn.Module):
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
-def preprocess(images, size: int = FID_RESIZE):
+def preprocess(images: jax.Array, size: int = FID_RESIZE) -> jax.Array:
   """uint8 [N, H, W, 3] -> float32 [N, size, size, 3] in [-1, 1], as pytorch-fid does.
 
   Bilinear with half-pixel centres and NO antialiasing (torch's F.interpolate(...,
@@ -229,7 +229,7 @@ class FIDInceptionV3(nn.Module):
   resize_to: int = FID_RESIZE
 
   @nn.compact
-  def __call__(self, images):
+  def __call__(self, images: jax.Array) -> jax.Array:
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"expected images [N, H, W, 3], got shape {images.shape}")
     if self.resize_to < MIN_RESIZE:

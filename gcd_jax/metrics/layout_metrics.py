@@ -33,11 +33,15 @@ generated ones that have none; without an ignore id it is H * W.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import linalg
 
 from gcd_jax.metrics import frechet
+
+if TYPE_CHECKING:
+  import jax
 
 
 def _as_int_array(x, name: str) -> np.ndarray:
@@ -55,7 +59,8 @@ def _check_range(values: np.ndarray, num_classes: int, name: str) -> None:
                      " pass ignore_id if one of them marks unlabelled pixels.")
 
 
-def confusion_matrix(pred, target, num_classes: int, ignore_id: int | None = None) -> np.ndarray:
+def confusion_matrix(pred: jax.Array | np.ndarray, target: jax.Array | np.ndarray,
+                     num_classes: int, ignore_id: int | None = None) -> np.ndarray:
   """Pixel counts [K, K] int64: entry [t, p] counts pixels of target t predicted as p.
 
   Args:
@@ -67,17 +72,18 @@ def confusion_matrix(pred, target, num_classes: int, ignore_id: int | None = Non
   pred, target = _as_int_array(pred, "pred"), _as_int_array(target, "target")
   if pred.shape != target.shape:
     raise ValueError(f"pred {pred.shape} and target {target.shape} differ in shape.")
-  k = int(num_classes)
+  num_classes = int(num_classes)
   p, t = pred.reshape(-1).astype(np.int64), target.reshape(-1).astype(np.int64)
   if ignore_id is not None:
     keep = t != ignore_id
     p, t = p[keep], t[keep]
-  _check_range(t, k, "target")
-  _check_range(p, k, "pred")
-  return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+  _check_range(t, num_classes, "target")
+  _check_range(p, num_classes, "pred")
+  return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def iou_from_counts(tp, target_count, pred_count, ignore_id: int | None = None) -> np.ndarray:
+def iou_from_counts(tp: np.ndarray, target_count: np.ndarray, pred_count: np.ndarray,
+                    ignore_id: int | None = None) -> np.ndarray:
   """Per-class IoU [K] = TP / (target + pred - TP) from per-class pixel counts;
   NaN for classes absent from both, and for `ignore_id` when it is a class id."""
   tp = np.asarray(tp, np.float64)
@@ -89,7 +95,7 @@ def iou_from_counts(tp, target_count, pred_count, ignore_id: int | None = None) 
   return iou
 
 
-def iou_from_confusion(confusion, ignore_id: int | None = None) -> np.ndarray:
+def iou_from_confusion(confusion: np.ndarray, ignore_id: int | None = None) -> np.ndarray:
   """Per-class IoU [K] float64 of a confusion matrix; NaN for classes absent from
   both prediction and target, and for `ignore_id` when it is a class id."""
   c = np.asarray(confusion, np.float64)
@@ -111,12 +117,12 @@ class MIoU:
     miou, per_class = acc.result()
   """
 
-  def __init__(self, num_classes: int, ignore_id: int | None = None):
+  def __init__(self, num_classes: int, ignore_id: int | None = None) -> None:
     self.num_classes = int(num_classes)
     self.ignore_id = ignore_id
     self.confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
 
-  def update(self, pred, target) -> None:
+  def update(self, pred: jax.Array | np.ndarray, target: jax.Array | np.ndarray) -> None:
     """Adds a batch: pred, target [N, H, W] class ids (see `confusion_matrix`)."""
     self.confusion += confusion_matrix(pred, target, self.num_classes, self.ignore_id)
 
@@ -126,7 +132,8 @@ class MIoU:
     return mean_present(per_class), per_class
 
 
-def miou(pred, target, num_classes: int, ignore_id: int | None = None) -> tuple[float, np.ndarray]:
+def miou(pred: jax.Array | np.ndarray, target: jax.Array | np.ndarray, num_classes: int,
+         ignore_id: int | None = None) -> tuple[float, np.ndarray]:
   """(mean IoU over classes present in pred or target, per-class IoU [K] with NaN
   for absent classes) of pred vs target [N, H, W]; see the module docstring."""
   acc = MIoU(num_classes, ignore_id)
@@ -138,7 +145,8 @@ def miou(pred, target, num_classes: int, ignore_id: int | None = None) -> tuple[
 _COUNT_CHUNK = 64
 
 
-def class_pixel_counts(layouts, num_classes: int, ignore_id: int | None = None) -> np.ndarray:
+def class_pixel_counts(layouts: jax.Array | np.ndarray, num_classes: int,
+                       ignore_id: int | None = None) -> np.ndarray:
   """Pixels of each class in each layout: [N, H, W] -> [N, K] int64.
 
   Pixels equal to `ignore_id` are not counted; any other value outside [0, K)
@@ -147,8 +155,8 @@ def class_pixel_counts(layouts, num_classes: int, ignore_id: int | None = None) 
   layouts = _as_int_array(layouts, "layouts")
   if layouts.ndim != 3:
     raise ValueError(f"layouts: need [N, H, W] class ids, got shape {layouts.shape}.")
-  n, k = len(layouts), int(num_classes)
-  counts = np.zeros((n, k), np.int64)
+  n, num_classes = len(layouts), int(num_classes)
+  counts = np.zeros((n, num_classes), np.int64)
   for start in range(0, n, _COUNT_CHUNK):
     ids = layouts[start:start + _COUNT_CHUNK].astype(np.int64)
     m = len(ids)
@@ -159,12 +167,13 @@ def class_pixel_counts(layouts, num_classes: int, ignore_id: int | None = None) 
       ids, rows = ids[keep], rows[keep]
     else:
       ids, rows = ids.reshape(-1), rows.reshape(-1)
-    _check_range(ids, k, "layouts")
-    counts[start:start + m] = np.bincount(rows * k + ids, minlength=m * k).reshape(m, k)
+    _check_range(ids, num_classes, "layouts")
+    counts[start:start + m] = np.bincount(rows * num_classes + ids, minlength=m * num_classes).reshape(m, num_classes)
   return counts
 
 
-def class_percentages(layouts, num_classes: int, ignore_id: int | None = None) -> np.ndarray:
+def class_percentages(layouts: jax.Array | np.ndarray, num_classes: int,
+                      ignore_id: int | None = None) -> np.ndarray:
   """The FSD feature: [N, H, W] -> [N, K] float64, 100 * class pixels / labelled pixels."""
   counts = class_pixel_counts(layouts, num_classes, ignore_id).astype(np.float64)
   labelled = counts.sum(1, keepdims=True)
@@ -174,7 +183,8 @@ def class_percentages(layouts, num_classes: int, ignore_id: int | None = None) -
   return 100.0 * counts / labelled
 
 
-def fsd(gen_layouts, real_layouts, num_classes: int, ignore_id: int | None = None) -> float:
+def fsd(gen_layouts: jax.Array | np.ndarray, real_layouts: jax.Array | np.ndarray,
+        num_classes: int, ignore_id: int | None = None) -> float:
   """Frechet distance between the class-percentage statistics of two sets of layouts.
 
   Args:

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from gcd_jax.data import synthetic_scenes
+
+if TYPE_CHECKING:
+  import jax
 
 
 @runtime_checkable
@@ -36,7 +40,7 @@ class Segmenter(Protocol):
     ...
 
 
-def check_images(images, where: str) -> np.ndarray:
+def check_images(images: jax.Array | np.ndarray, where: str) -> np.ndarray:
   """Validates images [N, H, W, 3] uint8; `where` names the caller in the error."""
   images = np.asarray(images)
   if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -45,7 +49,8 @@ def check_images(images, where: str) -> np.ndarray:
   return images
 
 
-def check_layouts(layouts, images: np.ndarray, num_classes: int | None, where: str) -> np.ndarray:
+def check_layouts(layouts: jax.Array | np.ndarray, images: np.ndarray, num_classes: int | None,
+                  where: str) -> np.ndarray:
   """Validates a segmentation of `images`: [N, H, W] integer ids in [0, num_classes).
 
   Returns it as int32.
@@ -74,14 +79,15 @@ class OracleSegmenter:
     images = check_images(images, "OracleSegmenter")
     return synthetic_scenes.oracle_segment(images).astype(np.int32)
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return "OracleSegmenter()"
 
 
 class CheckedSegmenter:
   """Wraps a user's segment function: validates its input and output, naming `spec`."""
 
-  def __init__(self, fn, num_classes: int | None, spec: str):
+  def __init__(self, fn: Callable[[np.ndarray], Any], num_classes: int | None,
+               spec: str) -> None:
     self.fn = fn
     self.num_classes = num_classes
     self.spec = spec
@@ -90,7 +96,7 @@ class CheckedSegmenter:
     images = check_images(images, f"segmenter {self.spec!r}")
     return check_layouts(self.fn(images), images, self.num_classes, f"segmenter {self.spec!r}")
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return f"CheckedSegmenter({self.spec!r}, num_classes={self.num_classes})"
 
 
@@ -154,5 +160,6 @@ def load_segmenter(spec: str, num_classes: int | None = None) -> Segmenter:
   own = getattr(obj, "num_classes", None)
   if own is not None and num_classes is not None and int(own) != int(num_classes):
     raise ValueError(f"segmenter {spec!r} has num_classes {own}, but {num_classes} were asked for.")
-  k = own if own is not None else num_classes
-  return CheckedSegmenter(obj, None if k is None else int(k), spec)
+  if own is not None:
+    num_classes = own
+  return CheckedSegmenter(obj, None if num_classes is None else int(num_classes), spec)

@@ -11,8 +11,10 @@ token ids in place of the embeddings.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
+import jax
 
 from gcd_jax.models import unet as unet_lib
 from gcd_jax.models.text import scratch
@@ -34,7 +36,9 @@ class TextConditionedUNet(nn.Module):
   text: ScratchTextConfig
 
   @nn.compact
-  def __call__(self, x_t, y_t, log_snr, text_tokens, text_mask, *, train: bool = False, **kwargs):
+  def __call__(self, x_t: jax.Array, y_t: jax.Array | None, log_snr: jax.Array,
+               text_tokens: jax.Array, text_mask: jax.Array, *, train: bool = False,
+               **kwargs: Any) -> tuple[jax.Array, jax.Array | None]:
     """text_tokens: [B, L] int32 word ids; text_mask: [B, L] bool. Other args: JointUNet's."""
     emb, mask = scratch.ScratchTextEncoder(
         vocab_size=self.text.vocab_size, dim=self.config.text_dim,

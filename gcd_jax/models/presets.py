@@ -6,20 +6,21 @@
   paper_base  the paper's base model (docs/gcdp.md section 3): dim 128, mults (1, 2, 4, 8),
               res blocks (2, 4, 8, 8), self- and cross-attention on levels 2-4, 8 heads x
               64, T5-large text (1024), K = 19 (CelebA; use num_classes=20 for Cityscapes),
-              in Imagen's memory-efficient layout as the released code.
+              in Imagen's memory-efficient block arrangement as the released code.
   paper_sr    the super-resolution stage of the cascade, as released (SRJointUnet):
               paper_base without self-attention in the levels, cross-attention on the
               lowest level only, lowres_cond on.
   reference   the released JointUnet at its benchmark size (dim 64, mults 1-2-4), the
               architecture our speed is compared at (benchmarks/train_step.py).
 
-Parameter counts and forward FLOPs: `python -m gcd_jax.models.summary --preset NAME`.
+Parameter counts and forward FLOPs: `python -m gcd_jax.models.summary --preset=NAME`.
 Override single fields with `get_preset(name, num_classes=20)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from gcd_jax.models.unet import UNetConfig
 
@@ -56,7 +57,7 @@ def paper_base() -> UNetConfig:
   """GCDP base model (128x128 CelebA / 128x256 Cityscapes), docs/gcdp.md section 3.
 
   As released (BaseJointUnet with the overrides of train.py): Imagen's
-  memory-efficient layout (levels at 64, 32, 16, 8 for a 128x128 input),
+  memory-efficient block arrangement (levels at 64, 32, 16, 8 for a 128x128 input),
   text projected to 128 (Imagen's cond_dim = dim), FiLM width 4 * dim = 512.
   """
   return UNetConfig(
@@ -88,7 +89,7 @@ def reference() -> UNetConfig:
 
   dim 64, mults (1, 2, 4), 2 residual blocks per level, self- and
   cross-attention only at the lowest level (and in the middle block), 4 heads x
-  64, ff_mult 2, the memory-efficient layout, 3 layout-embedding channels,
+  64, ff_mult 2, the memory-efficient block arrangement, 3 layout-embedding channels,
   K = 8, 256-wide text tokens: the official code's benchmark configuration
   (19.6M parameters there; ours omits its PerceiverResampler and time tokens).
   """
@@ -105,7 +106,7 @@ PRESETS = {"tiny": tiny, "shapes": shapes, "paper_base": paper_base, "paper_sr":
            "reference": reference}
 
 
-def get_preset(name: str, **overrides) -> UNetConfig:
+def get_preset(name: str, **overrides: Any) -> UNetConfig:
   """The named preset, with `overrides` replacing single fields."""
   if name not in PRESETS:
     raise ValueError(f"unknown U-Net preset {name!r}; expected one of {sorted(PRESETS)}")

@@ -1,6 +1,6 @@
 """Parameter counts and forward FLOPs of a `JointUNet` configuration.
 
-  python -m gcd_jax.models.summary --preset shapes --height 32 --width 32 --batch 1
+  python -m gcd_jax.models.summary --preset=shapes --height=32 --width=32 --batch=1
 
 Parameters are initialised abstractly (`jax.eval_shape`), so even paper_base
 allocates nothing; FLOPs come from XLA's cost analysis of the compiled forward
@@ -10,41 +10,24 @@ and includes elementwise work; the number depends a little on the backend.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import sys
 from collections.abc import Sequence
+from typing import Any
 
+from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 from clu import parameter_overview
 from flax import traverse_util
 
+from gcd_jax import cli
 from gcd_jax.models import presets
-from gcd_jax.models.unet import JointUNet, UNetConfig
+from gcd_jax.models.unet import JointUNet, UNetConfig, example_inputs
 
 
-def example_inputs(config: UNetConfig, batch: int, height: int, width: int,
-                   text_len: int) -> tuple[tuple, dict]:
-  """Abstract (ShapeDtypeStruct) positional and keyword inputs of a forward pass."""
-  s = jax.ShapeDtypeStruct
-  image = s((batch, height, width, config.image_channels), jnp.float32)
-  layout = s((batch, height, width), jnp.int32) if config.layout else None
-  args = (image, layout, s((batch,), jnp.float32),
-          s((batch, text_len, config.text_dim), jnp.float32), s((batch, text_len), jnp.bool_))
-  kwargs = {"drop_text": s((batch,), jnp.bool_)}
-  if config.self_condition_image:
-    kwargs["self_cond_image"] = image
-  if config.self_condition_layout:
-    kwargs["self_cond_layout"] = s((batch, height, width, config.num_classes), jnp.float32)
-  if config.lowres_cond:
-    kwargs.update(lowres_image=image, lowres_log_snr=s((batch,), jnp.float32))
-    if config.layout:
-      kwargs["lowres_layout"] = layout
-  return args, kwargs
-
-
-def param_shapes(config: UNetConfig, height: int = 32, width: int = 32, text_len: int = 8):
+def param_shapes(config: UNetConfig, height: int = 32, width: int = 32,
+                 text_len: int = 8) -> Any:
   """The 'params' tree of `JointUNet(config)` as ShapeDtypeStructs (no allocation).
 
   Parameter shapes do not depend on the input size; height and width only
@@ -56,12 +39,12 @@ def param_shapes(config: UNetConfig, height: int = 32, width: int = 32, text_len
   return variables["params"]
 
 
-def count_params(params) -> int:
+def count_params(params: Any) -> int:
   """Total number of scalars in a parameter tree (arrays or ShapeDtypeStructs)."""
   return int(parameter_overview.count_parameters(params))
 
 
-def params_per_module(params, depth: int = 1) -> dict[str, int]:
+def params_per_module(params: Any, depth: int = 1) -> dict[str, int]:
   """Parameter count per module, grouping the param paths by their first `depth` names."""
   counts: dict[str, int] = {}
   for path, leaf in traverse_util.flatten_dict(params).items():
@@ -103,23 +86,33 @@ def summarize(config: UNetConfig, batch: int, height: int, width: int, text_len:
   return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", default="shapes", choices=sorted(presets.PRESETS))
-  parser.add_argument("--height", type=int, default=32)
-  parser.add_argument("--width", type=int, default=32)
-  parser.add_argument("--batch", type=int, default=1)
-  parser.add_argument("--text_len", type=int, default=64,
-                      help="number of text tokens (the FLOPs of cross-attention grow with it)")
-  parser.add_argument("--depth", type=int, default=1,
-                      help="group parameter counts by this many path components")
-  parser.add_argument("--full", action="store_true", help="also print every parameter (clu table)")
-  parser.add_argument("--no_flops", action="store_true", help="skip compiling for FLOPs")
-  args = parser.parse_args(argv)
+PROG = "python -m gcd_jax.models.summary"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_enum("preset", "shapes", sorted(presets.PRESETS), "The U-Net preset.",
+                    flag_values=fv)
+  flags.DEFINE_integer("height", 32, "Input height.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("width", 32, "Input width.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("batch", 1, "Batch of the FLOP count.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("text_len", 64, "Number of text tokens (cross-attention FLOPs grow with "
+                       "it).", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("depth", 1, "Group parameter counts by this many path components.",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_bool("full", False, "Also print every parameter (clu table).", flag_values=fv)
+  flags.DEFINE_bool("flops", True, "Compile the forward for its FLOPs (--noflops: skip).",
+                    flag_values=fv)
+
+
+def _command(args) -> None:
   config = presets.get_preset(args.preset)
   print(summarize(config, args.batch, args.height, args.width, args.text_len,
-                  depth=args.depth, full=args.full, flops=not args.no_flops))
+                  depth=args.depth, full=args.full, flops=args.flops))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.command_main(define_flags, _command, prog=PROG, doc=__doc__, argv=argv)
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -55,15 +55,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gcd_jax.diffusion.gaussian import PREDICTIONS  # what image_pred means
 from gcd_jax.models import layers
 
-PREDICTIONS = ("eps", "v", "x0")
+if TYPE_CHECKING:
+  import ml_collections
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -108,10 +111,10 @@ class UNetConfig:
   dropout: float = 0.0
   norm_groups: int = 8
   scale_skip_connection: bool = True  # Imagen's 2**-0.5 on skip connections
-  # Imagen's `memory_efficient` layout, which the released GCDP models use: every
+  # Imagen's `memory_efficient` block arrangement, which the released GCDP models use: every
   # level starts with a downsample (level i runs at H / 2**(i + 1)), and one
   # residual block at full resolution opens and one closes the network. A
-  # quarter of the compute of the default layout for the same widths and
+  # quarter of the compute of the default arrangement for the same widths and
   # depths; H and W must then be divisible by 2**levels.
   downsample_first: bool = False
 
@@ -139,7 +142,7 @@ class UNetConfig:
     n = len(self.channel_mults)
     if n < 1:
       raise ValueError("UNetConfig.channel_mults must have at least one level.")
-    set_ = lambda k, v: object.__setattr__(self, k, v)
+    set_ = lambda name, value: object.__setattr__(self, name, value)
     set_("channel_mults", tuple(int(m) for m in self.channel_mults))
     set_("num_res_blocks", _per_level(self.num_res_blocks, n, "num_res_blocks", int))
     set_("self_attention", _per_level(self.self_attention, n, "self_attention", bool))
@@ -153,7 +156,7 @@ class UNetConfig:
     if self.num_classes < 0 or self.num_classes == 1:
       raise ValueError(
           f"UNetConfig.num_classes={self.num_classes}; use 0 for image-only or K >= 2.")
-    if self.self_condition_layout and not self.layout:
+    if self.self_condition_layout and not self.has_layout:
       raise ValueError("UNetConfig.self_condition_layout=True needs num_classes > 0.")
     if self.dim % self.norm_groups:
       raise ValueError(
@@ -168,7 +171,7 @@ class UNetConfig:
           "UNetConfig.num_null_text_tokens must be >= 1 (keeps attention rows non-empty).")
 
   @property
-  def layout(self) -> bool:
+  def has_layout(self) -> bool:
     """Whether the layout (categorical) side exists."""
     return self.num_classes > 0
 
@@ -187,14 +190,14 @@ class UNetConfig:
     return self.time_embed_dim or 4 * self.dim
 
   @property
-  def compute_dtype(self):
+  def compute_dtype(self) -> jnp.dtype:
     """The compute dtype; "auto" resolves by the default backend at trace time."""
     if self.dtype == "auto":
       return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
     return jnp.dtype(self.dtype)
 
   @property
-  def params_dtype(self):
+  def params_dtype(self) -> jnp.dtype:
     return jnp.dtype(self.param_dtype)
 
   def to_dict(self) -> dict[str, Any]:
@@ -213,7 +216,8 @@ class UNetConfig:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def as_unet_config(config) -> UNetConfig:
+def as_unet_config(config: UNetConfig | Mapping[str, Any] | ml_collections.ConfigDict
+                   ) -> UNetConfig:
   """A `UNetConfig` from itself, a dict or an ml_collections.ConfigDict."""
   if isinstance(config, UNetConfig):
     return config
@@ -237,6 +241,32 @@ def _forbid(name, x, flag):
                      "enable it in UNetConfig or do not pass it.")
 
 
+def example_inputs(config: UNetConfig, batch: int, height: int, width: int, text_len: int,
+                   text_ids: bool = False) -> tuple[tuple, dict]:
+  """Abstract (ShapeDtypeStruct) positional and keyword inputs of a forward pass.
+
+  The one description of the model's inputs, for initialisation, shape
+  inference and FLOP counts. `text_ids`: the text is [B, L] int32 token ids (a
+  scratch encoder inside the model) instead of [B, L, text_dim] float32 states.
+  """
+  s = jax.ShapeDtypeStruct
+  image = s((batch, height, width, config.image_channels), jnp.float32)
+  layout = s((batch, height, width), jnp.int32) if config.has_layout else None
+  text = (s((batch, text_len), jnp.int32) if text_ids
+          else s((batch, text_len, config.text_dim), jnp.float32))
+  args = (image, layout, s((batch,), jnp.float32), text, s((batch, text_len), jnp.bool_))
+  kwargs = {"drop_text": s((batch,), jnp.bool_)}
+  if config.self_condition_image:
+    kwargs["self_cond_image"] = image
+  if config.self_condition_layout:
+    kwargs["self_cond_layout"] = s((batch, height, width, config.num_classes), jnp.float32)
+  if config.lowres_cond:
+    kwargs.update(lowres_image=image, lowres_log_snr=s((batch,), jnp.float32))
+    if config.has_layout:
+      kwargs["lowres_layout"] = layout
+  return args, kwargs
+
+
 class JointUNet(nn.Module):
   """Joint image + layout denoiser. See the module docstring for the design.
 
@@ -247,9 +277,15 @@ class JointUNet(nn.Module):
   config: Any
 
   @nn.compact
-  def __call__(self, x_t, y_t, log_snr, text_emb, text_mask, *, drop_text=None,
-               self_cond_image=None, self_cond_layout=None, lowres_image=None,
-               lowres_layout=None, lowres_log_snr=None, train=False):
+  def __call__(self, x_t: jax.Array, y_t: jax.Array | None, log_snr: jax.Array,
+               text_emb: jax.Array, text_mask: jax.Array, *,
+               drop_text: jax.Array | None = None,
+               self_cond_image: jax.Array | None = None,
+               self_cond_layout: jax.Array | None = None,
+               lowres_image: jax.Array | None = None,
+               lowres_layout: jax.Array | None = None,
+               lowres_log_snr: jax.Array | None = None,
+               train: bool = False) -> tuple[jax.Array, jax.Array | None]:
     """Predicts the image target and the y0 logits.
 
     Args:
@@ -282,23 +318,23 @@ class JointUNet(nn.Module):
                        self_cond_image, self_cond_layout, lowres_image, lowres_layout,
                        lowres_log_snr)
     b, height, width = x_t.shape[:3]
-    k = cfg.num_classes
+    num_classes = cfg.num_classes
     dense = lambda n, name: nn.Dense(n, dtype=dtype, param_dtype=pdtype, name=name)
-    embed = lambda name: nn.Embed(k, cfg.layout_embed_dim, dtype=dtype, param_dtype=pdtype,
+    embed = lambda name: nn.Embed(num_classes, cfg.layout_embed_dim, dtype=dtype, param_dtype=pdtype,
                                   name=name)
 
     # ---- Pixel inputs, concatenated along channels.
     inputs = [x_t]
-    if cfg.layout:
+    if cfg.has_layout:
       inputs.append(embed("layout_embed")(y_t))
     if cfg.self_condition_image:
       inputs.append(jnp.zeros_like(x_t) if self_cond_image is None else self_cond_image)
     if cfg.self_condition_layout:
-      inputs.append(jnp.zeros((b, height, width, k), dtype) if self_cond_layout is None
+      inputs.append(jnp.zeros((b, height, width, num_classes), dtype) if self_cond_layout is None
                     else self_cond_layout)
     if cfg.lowres_cond:
       inputs.append(lowres_image)
-      if cfg.layout:
+      if cfg.has_layout:
         # Its own table: a low-res class id is clean(ish) evidence, y_t is noise.
         inputs.append(embed("lowres_layout_embed")(lowres_layout))
     h = jnp.concatenate([x.astype(dtype) for x in inputs], axis=-1)
@@ -379,7 +415,7 @@ class JointUNet(nn.Module):
     for level in reversed(range(cfg.num_levels)):
       # One more block than on the way down: it consumes the skip taken after
       # the downsample into this level's resolution (after conv_in at level 0
-      # of the default layout).
+      # of the default arrangement).
       for i in range(cfg.num_res_blocks[level] + 1):
         h = res(widths[level], f"up_{level}_res_{i}")(with_skip(h), cond)
       if cfg.self_attention[level] or cfg.cross_attention[level]:
@@ -396,7 +432,7 @@ class JointUNet(nn.Module):
         n, (3, 3), padding="SAME", dtype=jnp.float32, param_dtype=pdtype,
         kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros, name=name)
     image_pred = head(cfg.image_channels, "image_head")(h)
-    layout_logits = head(k, "layout_head")(h) if cfg.layout else None
+    layout_logits = head(num_classes, "layout_head")(h) if cfg.has_layout else None
     return image_pred, layout_logits
 
   @staticmethod
@@ -414,7 +450,7 @@ class JointUNet(nn.Module):
           f"(one halving per downsample: channel_mults={cfg.channel_mults}, "
           f"downsample_first={cfg.downsample_first}); pad or resize the input.")
     image_shape = (b, height, width, cfg.image_channels)
-    if cfg.layout:
+    if cfg.has_layout:
       _check_shape("y_t", y_t, (b, height, width))
     else:
       _forbid("y_t", y_t, "num_classes=0 (image-only mode)")
@@ -436,7 +472,7 @@ class JointUNet(nn.Module):
     if cfg.lowres_cond:
       _check_shape("lowres_image", lowres_image, image_shape)
       _check_shape("lowres_log_snr", lowres_log_snr, (b,))
-      if cfg.layout:
+      if cfg.has_layout:
         _check_shape("lowres_layout", lowres_layout, (b, height, width))
       else:
         _forbid("lowres_layout", lowres_layout, "num_classes=0 (image-only mode)")

@@ -40,6 +40,6 @@ def test_forward_flops_are_positive_and_plausible():
 
 
 def test_cli_prints_the_table(capsys):
-  summary.main(["--preset", "tiny", "--height", "16", "--width", "16", "--no_flops"])
+  summary.main(["--preset", "tiny", "--height", "16", "--width", "16", "--noflops"])
   out = capsys.readouterr().out
   assert "conv_in" in out and "total parameters" in out

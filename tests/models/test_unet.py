@@ -42,7 +42,7 @@ def make_inputs(cfg, seed, batch=B, height=H, width=W):
   text_mask = np.ones((batch, L), bool)
   text_mask[0, L - 2:] = False
   inputs = dict(x_t=normal(batch, height, width, 3),
-                y_t=ids() if cfg.layout else None,
+                y_t=ids() if cfg.has_layout else None,
                 log_snr=jnp.linspace(-3.0, 5.0, batch),
                 text_emb=normal(batch, L, cfg.text_dim), text_mask=jnp.asarray(text_mask),
                 drop_text=jnp.zeros((batch,), bool))
@@ -55,7 +55,7 @@ def make_inputs(cfg, seed, batch=B, height=H, width=W):
   if cfg.lowres_cond:
     inputs.update(lowres_image=normal(batch, height, width, 3),
                   lowres_log_snr=jnp.linspace(1.0, -2.0, batch))
-    if cfg.layout:
+    if cfg.has_layout:
       inputs["lowres_layout"] = ids()
   return inputs
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -121,7 +122,7 @@ class CityscapesTextConfig(tfds.core.BuilderConfig):
   threshold (fraction of pixels); seed: train-order seed."""
 
   def __init__(self, *, size: tuple[int, int] | None, min_area: float = DEFAULT_MIN_AREA,
-               seed: int = 0, **kwargs):
+               seed: int = 0, **kwargs: Any) -> None:
     super().__init__(**kwargs)
     self.size = size
     self.min_area = min_area

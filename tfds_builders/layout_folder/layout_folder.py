@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import tensorflow_datasets as tfds
 from etils import epath
@@ -64,7 +65,7 @@ class LayoutFolderConfig(tfds.core.BuilderConfig):
     seed: seed of the holdout and of the train order (and so of the subsets).
   """
 
-  def __init__(self, *, test_fraction: float = 0.1, seed: int = 0, **kwargs):
+  def __init__(self, *, test_fraction: float = 0.1, seed: int = 0, **kwargs: Any) -> None:
     super().__init__(**kwargs)
     if not 0.0 <= test_fraction < 1.0:
       raise ValueError(f"LayoutFolderConfig: test_fraction {test_fraction} not in [0, 1).")
@@ -85,7 +86,7 @@ class LayoutFolder(tfds.core.GeneratorBasedBuilder):
   code_path = epath.Path(__file__)
 
   @classmethod
-  def make_config(cls, name: str, **kwargs) -> LayoutFolderConfig:
+  def make_config(cls, name: str, **kwargs: Any) -> LayoutFolderConfig:
     """A config for one more user dataset, stored under layout_folder/{name}."""
     return LayoutFolderConfig(name=name, description=f"User dataset {name}.", **kwargs)
 

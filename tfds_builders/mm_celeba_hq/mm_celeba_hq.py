@@ -37,6 +37,7 @@ train_50 = train[:50%], train_100 = train), test.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -79,7 +80,7 @@ class MmCelebaHqConfig(tfds.core.BuilderConfig):
   test_fraction: held out when there are no split lists."""
 
   def __init__(self, *, size: int, seed: int = 0,
-               test_fraction: float = DEFAULT_TEST_FRACTION, **kwargs):
+               test_fraction: float = DEFAULT_TEST_FRACTION, **kwargs: Any) -> None:
     super().__init__(**kwargs)
     self.size = size
     self.seed = seed

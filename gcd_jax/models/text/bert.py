@@ -13,6 +13,7 @@ import pathlib
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from gcd_jax.models.text import checkpoint as ckpt
@@ -56,7 +57,7 @@ class BertLayer(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask):
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     c = self.config
     heads, head_dim = c.num_attention_heads, c.hidden_size // c.num_attention_heads
     dense = functools.partial(nn.Dense, dtype=self.dtype)
@@ -87,7 +88,7 @@ class BertEncoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, input_ids, mask):
+  def __call__(self, input_ids: jax.Array, mask: jax.Array) -> jax.Array:
     c = self.config
     embed = functools.partial(nn.Embed, features=c.hidden_size, dtype=self.dtype)
     length = input_ids.shape[1]

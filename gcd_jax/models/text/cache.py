@@ -75,7 +75,7 @@ class CaptionEmbeddingCache:
   """
 
   def __init__(self, encoder: FrozenTextEncoder, directory: str | os.PathLike | None = None,
-               max_memory_items: int | None = 4096):
+               max_memory_items: int | None = 4096) -> None:
     self.encoder = encoder
     self.directory = (pathlib.Path(directory) / encoder.identity) if directory else None
     self.max_memory_items = max_memory_items
@@ -161,18 +161,24 @@ class CaptionEmbeddingCache:
       mask[i, :len(rows)] = True
     return embeddings, mask
 
-  def precompute(self, captions: Iterable[str], batch_size: int = 256) -> int:
+  def precompute(self, captions: Iterable[str], batch_size: int = 256,
+                 progress: bool = True) -> int:
     """Encodes every caption not on disk yet, batch_size at a time.
 
     Run this once over the training captions before training (the data pipeline
-    then only reads files). Returns the number of captions newly encoded.
+    then only reads files); a progress bar with the ETA goes to stderr
+    (`progress=False`: none). Returns the number of captions newly encoded.
     """
+    import tqdm  # pylint: disable=g-import-not-at-top
     pending = [c for c in dict.fromkeys(captions)
                if c not in self._memory and (self.directory is None
                                              or not self._path(c).is_file())]
-    for start in range(0, len(pending), batch_size):
-      chunk = pending[start:start + batch_size]
-      self._store(chunk, *self.encoder.encode(chunk))
+    with tqdm.tqdm(total=len(pending), desc="caption cache", unit="caption",
+                   disable=not progress or not pending) as bar:
+      for start in range(0, len(pending), batch_size):
+        chunk = pending[start:start + batch_size]
+        self._store(chunk, *self.encoder.encode(chunk))
+        bar.update(len(chunk))
     return len(pending)
 
   def __contains__(self, caption: str) -> bool:

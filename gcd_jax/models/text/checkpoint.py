@@ -16,11 +16,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from flax import traverse_util
 from safetensors import safe_open
+
+if TYPE_CHECKING:
+  import numpy.typing as npt
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -51,7 +54,7 @@ def read_config(checkpoint_dir: str | pathlib.Path) -> dict[str, Any]:
 class SafetensorsCheckpoint:
   """The tensors of a checkpoint directory, single-file or sharded, by name."""
 
-  def __init__(self, checkpoint_dir: str | pathlib.Path):
+  def __init__(self, checkpoint_dir: str | pathlib.Path) -> None:
     self.directory = pathlib.Path(checkpoint_dir)
     single, index = self.directory / SINGLE_FILE, self.directory / INDEX_FILE
     if index.is_file():
@@ -104,7 +107,7 @@ class TensorSpec:
 
 def load_params(checkpoint: SafetensorsCheckpoint, specs: Sequence[TensorSpec],
                 expected_shapes: Mapping[str, Any], config_path: pathlib.Path,
-                dtype=np.float32) -> dict[str, Any]:
+                dtype: npt.DTypeLike = np.float32) -> dict[str, Any]:
   """Fills a Flax parameter tree from a checkpoint, checking every shape.
 
   Args:

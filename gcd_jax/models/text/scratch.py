@@ -23,6 +23,7 @@ import tempfile
 from typing import Any, Iterable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -41,7 +42,7 @@ class WordTokenizer:
   so attention never sees a fully masked row and mean pooling never divides by 0.
   """
 
-  def __init__(self, vocab: Sequence[str], max_length: int = 77):
+  def __init__(self, vocab: Sequence[str], max_length: int = 77) -> None:
     if tuple(vocab[:len(SPECIALS)]) != SPECIALS:
       raise ValueError(f"vocab must start with {SPECIALS}, got {list(vocab[:3])}")
     if len(set(vocab)) != len(vocab):
@@ -131,7 +132,8 @@ class ScratchTextEncoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens, mask, deterministic: bool = True):
+  def __call__(self, tokens: jax.Array, mask: jax.Array,
+               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
     length = tokens.shape[1]
     if length > self.max_length:
       raise ValueError(f"{length} tokens > max_length {self.max_length}")

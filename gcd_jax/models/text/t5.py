@@ -23,6 +23,7 @@ import pathlib
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -106,7 +107,7 @@ class T5Block(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask, position_bias):
+  def __call__(self, x: jax.Array, mask: jax.Array, position_bias: jax.Array) -> jax.Array:
     c = self.config
     dense = functools.partial(nn.Dense, use_bias=False, dtype=self.dtype)
     norm = functools.partial(nn.RMSNorm, epsilon=c.layer_norm_epsilon, dtype=self.dtype)
@@ -134,7 +135,7 @@ class T5Encoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, input_ids, mask):
+  def __call__(self, input_ids: jax.Array, mask: jax.Array) -> jax.Array:
     c = self.config
     length = input_ids.shape[1]
     x = nn.Embed(c.vocab_size, c.d_model, dtype=self.dtype, name="shared")(input_ids)
