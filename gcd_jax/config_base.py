@@ -55,6 +55,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.diffusion.layout_schedule = "cosine_p"
   c.diffusion.layout_schedule_params = ml_collections.ConfigDict({"p": 1.0})
 
+  # The super-resolution stage (docs/gcdp.md section 3): height > 0 makes this
+  # run an SR stage, conditioned on its own data at lowres.height x width
+  # (upsampled back) in training and on the previous stage's output at sampling,
+  # both noised at one shared augmentation level (config.model.lowres_cond).
+  c.lowres = ml_collections.ConfigDict()
+  c.lowres.height = 0
+  c.lowres.width = 0
+  c.lowres.schedule = "linear"  # the augmentation's schedule, both modalities (as released)
+  c.lowres.max_level = 0.999  # training levels ~ Uniform[0, max_level) (as released)
+  c.lowres.image_resize = "antialias"  # antialias down + bilinear up | nearest (as released)
+
   c.loss = ml_collections.ConfigDict()
   c.loss.image_weight = 1.0
   c.loss.layout_weight = 1.0
@@ -111,6 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.layout_guidance = "logits"  # logits (as released) | posterior
   c.sample.threshold = 0.95  # dynamic-thresholding percentile; 0 switches it off
   c.sample.final_layout = "argmax"  # argmax | sample
+  c.sample.lowres_level = 0.2  # SR stages: the low-res input's augmentation level (as released)
   c.sample.num = 8
   c.sample.captions = ()  # fixed captions for the training-time grids; () = from the eval split
 
@@ -131,6 +143,22 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def complete(saved: dict | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A config saved by an earlier version, with every key added since at its default.
+
+  Keys of `saved` win; keys that no longer exist are kept (they are unused).
+  """
+  saved = saved.to_dict() if isinstance(saved, ml_collections.ConfigDict) else dict(saved)
+
+  def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+      out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+  return ml_collections.ConfigDict(merge(base_config().to_dict(), saved))
+
+
 # The allowed values of every enumerated key: the one list that the config
 # validation, the sampler and the command-line flags all check against.
 CHOICES = {
@@ -141,6 +169,10 @@ CHOICES = {
     ("sample", "repaint_method"): ("ddpm", "ddim"),
     ("sample", "layout_guidance"): ("logits", "posterior"),
     ("sample", "final_layout"): ("argmax", "sample"),
+    ("lowres", "image_resize"): ("antialias", "nearest"),
+    ("lowres", "schedule"): ("cosine", "cosine_p", "linear"),
+    ("diffusion", "image_schedule"): ("cosine", "cosine_p", "linear"),
+    ("diffusion", "layout_schedule"): ("cosine", "cosine_p", "linear"),
 }
 
 
@@ -171,5 +203,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.train.eval_every:
     from gcd_jax import evaluators  # pylint: disable=g-import-not-at-top
     evaluators.from_names(list(config.eval.metrics))  # unknown names fail here
+  sr = config.lowres.height > 0 or config.lowres.width > 0
+  if sr != bool(config.model.lowres_cond):
+    raise ValueError(
+        f"config.model.lowres_cond={config.model.lowres_cond} but config.lowres is "
+        f"{config.lowres.height}x{config.lowres.width}: an SR stage needs both (lowres.height and "
+        "width > 0 with model.lowres_cond=True), a base stage neither")
+  if sr and not (0 < config.lowres.height <= config.data.height
+                 and 0 < config.lowres.width <= config.data.width):
+    raise ValueError(f"config.lowres {config.lowres.height}x{config.lowres.width} must be within "
+                     f"(0, data size {config.data.height}x{config.data.width}]")
+  if sr and (config.train.sample_every or config.train.eval_every):
+    raise ValueError("an SR stage samples from low-res inputs, so it has no training-time sample "
+                     "grids or evaluations: set config.train.sample_every=0 and eval_every=0 and "
+                     "sample it in the cascade (python -m gcd_jax.sample --sr_workdir=...)")
+  if not 0.0 <= config.sample.lowres_level <= 1.0 or not 0.0 < config.lowres.max_level <= 1.0:
+    raise ValueError("config.sample.lowres_level must be in [0, 1] and config.lowres.max_level "
+                     "in (0, 1]")
   if not 0.0 <= config.train.caption_dropout < 1.0:
     raise ValueError(f"config.train.caption_dropout={config.train.caption_dropout} not in [0, 1)")

@@ -18,6 +18,14 @@ by the same judges, and a requested metric the point lacks is computed from
 the stored samples. A sweep also writes sweep.md and sweep.png (fidelity
 against image-side correspondence, as the paper's figures 6 and 7).
 
+The cascade: with --sr_workdir (a super-resolution stage after --workdir),
+the guidance sweep applies to the base stage and the SR stage samples with its
+own settings (guidance 1, augmentation level 0.2 unless --lowres_level); the
+final outputs are scored at the SR size against the SR stage's dataset, and the
+results go under <sr_workdir>/eval/cascade_<base step>_<sr step>/ (keyed by
+both checkpoints and both samplers). Evaluate the base stage alone at its own
+size without --sr_workdir.
+
 Metrics (--metrics=a,b, default: every one whose judges are available; docs/metrics.md):
   correspondence         semantic_recall, attribute_accuracy (+ _count, _position,
                          _size, _variant; synthetic_scenes) of the generated image
@@ -32,7 +40,6 @@ Metrics (--metrics=a,b, default: every one whose judges are available; docs/metr
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 import sys
@@ -90,6 +97,15 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("bootstrap", 200, "Bootstrap resamplings (0: no intervals).",
                        lower_bound=0, flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Sampling seed.", flag_values=fv)
+  flags.DEFINE_string("sr_workdir", None, "A super-resolution stage after --workdir: evaluate the "
+                      "cascade's outputs at its size, against its dataset (results under its "
+                      "workdir).", flag_values=fv)
+  flags.DEFINE_integer("sr_step", None, "The SR stage's checkpoint step (default: the latest).",
+                       flag_values=fv)
+  flags.DEFINE_integer("sr_steps", None, "The SR stage's sampling steps (default: its config's).",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_float("lowres_level", None, "The SR stage's augmentation level of its low-res input "
+                     "(default: its config's).", flag_values=fv)
   flags.DEFINE_string("json", None, "Also write the records of every point (metrics, intervals, "
                       "sampler, key, directory of the stored samples) to this JSON file.",
                       flag_values=fv)
@@ -108,14 +124,25 @@ class Evaluation:
 
     self.args = args
     self.run = run_lib.load(args.workdir, step=args.step)
-    c = self.run.config
+    self.cascade = self.sr_cfg = None
+    if args.sr_workdir:
+      self.cascade = run_lib.Cascade(self.run, run_lib.load(args.sr_workdir, step=args.sr_step))
+      over = {k: v for k, v in dict(steps=args.sr_steps, lowres_level=args.lowres_level).items()
+              if v is not None}
+      self.sr_cfg = sampling.SamplerConfig.from_config(self.cascade.sr.config.sample, **over)
+    elif self.run.is_sr:
+      raise ValueError(f"{args.workdir} is a super-resolution stage: evaluate it in its cascade "
+                       "(--workdir=BASE --sr_workdir=SR)")
+    # The stage whose outputs are scored: the cascade's at the SR size and data.
+    self.final = self.cascade.sr if self.cascade else self.run
+    c = self.final.config
     self.split = args.split or c.data.eval_split
     self.reference = suite.load_reference(
-        self.run.dataset, self.split, args.num_samples, (c.data.height, c.data.width),
+        self.final.dataset, self.split, args.num_samples, (c.data.height, c.data.width),
         c.data.data_dir or None, args.batch_size)
     judges = suite.make_judges(self.reference, segmenter=args.segmenter, segnet=args.segnet,
                                inception=args.inception, clip=args.clip,
-                               cache_dir=self.run.workdir / "eval" / "reference")
+                               cache_dir=self.final.workdir / "eval" / "reference")
     self.context = base.Context(self.reference, judges, replicates=args.bootstrap, seed=0)
     names = ([n.strip() for n in args.metrics if n.strip()] if args.metrics
              else base.available(self.context, self.run.has_layout))
@@ -125,7 +152,8 @@ class Evaluation:
       if missing:
         raise ValueError(f"--metrics {ev.name}: needs {', '.join(missing)}"
                          + (" (an image-only model has no layout)" if "layout" in missing else ""))
-    self.root = self.run.workdir / "eval" / str(self.run.step)
+    self.root = (self.final.workdir / "eval" / f"cascade_{self.run.step}_{self.final.step}"
+                 if self.cascade else self.run.workdir / "eval" / str(self.run.step))
 
   def sampler_config(self, guidance: float) -> sampling.SamplerConfig:
     a = self.args
@@ -139,10 +167,13 @@ class Evaluation:
     from gcd_jax.evaluators import base, suite  # pylint: disable=g-import-not-at-top
     a = self.args
     key = suite.point_key(checkpoint=str(self.run.workdir.absolute()), step=self.run.step,
-                          sampler=dataclasses.asdict(cfg), num_samples=a.num_samples, seed=a.seed,
-                          dataset=self.run.dataset, split=self.split, batch_size=a.batch_size,
-                          compute=suite.compute_identity(self.run.model.config),
-                          data_dir=self.run.config.data.data_dir)
+                          sampler=cfg.record(sr=False), num_samples=a.num_samples, seed=a.seed,
+                          dataset=self.final.dataset, split=self.split, batch_size=a.batch_size,
+                          compute=suite.compute_identity(self.final.model.config),
+                          data_dir=self.final.config.data.data_dir)
+    if self.cascade:
+      key["sr"] = {"checkpoint": str(self.cascade.sr.workdir.absolute()),
+                   "step": self.cascade.sr.step, "sampler": self.sr_cfg.record(sr=True)}
     directory = suite.point_dir(self.root, key)
     cached = suite.read_point(directory, key)
     samples = suite.read_samples(directory, self.context.judges) if cached is not None else None
@@ -150,8 +181,10 @@ class Evaluation:
     t_sample, batch_seconds = 0.0, []
     if samples is None:
       cached = None  # records without their samples are not reused
+      sample_fn = ((lambda caps, seed: self.cascade.sample(caps, seed, cfg, self.sr_cfg))
+                   if self.cascade else (lambda caps, seed: self.run.sample(caps, seed=seed, cfg=cfg)))
       images, layouts = suite.generate(
-          lambda caps, seed: self.run.sample(caps, seed=seed, cfg=cfg), self.reference.captions,
+          sample_fn, self.reference.captions,
           a.batch_size, a.seed, desc=f"g={cfg.guidance_image:g} sampling", batch_seconds=batch_seconds)
       samples = base.Samples(images, layouts, self.context.judges)
       suite.write_samples(directory, samples)
@@ -166,8 +199,10 @@ class Evaluation:
       stored[part] = {**(cached or {}).get(part, {}), **result[part]}
     common = dict(key=key, guidance=cfg.guidance_image, guidance_layout=cfg.guidance_layout,
                   checkpoint_step=self.run.step, num_samples=a.num_samples, split=self.split,
-                  sampler=dataclasses.asdict(cfg),
+                  sampler=cfg.record(sr=False),
                   bootstrap={"replicates": a.bootstrap, "seed": 0, "level": 0.95})
+    if self.cascade:
+      common["sr"] = key["sr"]
     stored.update(common)
     if result["computed"] or cached is None:
       stored.setdefault("seconds", {})
@@ -247,7 +282,8 @@ def run(args: types.SimpleNamespace) -> list[dict]:
     raise cli.InputError(f"--guidance={','.join(args.guidance)}: expected numbers, e.g. 1,2,3") from None
   print(f"Evaluators: {', '.join(e.name for e in ev.evaluators)}; segmenter: "
         f"{ev.context.judges.segmenter_identity or 'none'}", file=sys.stderr)
-  writer = metric_writers.create_default_writer(ev.run.workdir / "eval", asynchronous=False)
+  writer = metric_writers.create_default_writer(ev.final.workdir / "eval", asynchronous=False)
+  tag = f"cascade_{ev.run.step}/" if ev.cascade else ""
   points = []
   for g in scales:
     cfg = ev.sampler_config(g)
@@ -257,7 +293,8 @@ def run(args: types.SimpleNamespace) -> list[dict]:
     if record.pop("_reused"):
       print(f"g={g:g}: already evaluated ({record['directory']})", file=sys.stderr)
     else:
-      writer.write_scalars(ev.run.step, {f"g={g:g}/{k}": v for k, v in record["metrics"].items()})
+      writer.write_scalars(ev.final.step,
+                           {f"{tag}g={g:g}/{k}": v for k, v in record["metrics"].items()})
       print(f"g={g:g}: " + ", ".join(f"{k} {_fmt(record, k)}" for k in record["metrics"])
             + f" ({time.time() - t:.0f} s)", file=sys.stderr)
     points.append(record)

@@ -16,18 +16,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from gcd_jax import checkpointing
+from gcd_jax import config_base
 from gcd_jax import sampling
 from gcd_jax import text_conditioning
 from gcd_jax import train_lib
 from gcd_jax.data.features import LayoutClasses
 from gcd_jax.diffusion import joint
+from gcd_jax.diffusion import lowres as lowres_lib
 
 if TYPE_CHECKING:
   import flax.linen as nn
@@ -44,14 +47,19 @@ def run_metadata(config: ml_collections.ConfigDict, sched: joint.JointSchedule,
   """What a checkpoint records besides the arrays (see checkpointing.py)."""
   return {
       "config": json.loads(config.to_json_best_effort()),
-      "schedules": sched.describe(),
+      "schedules": train_lib.schedules_record(config, sched),
       "layout_classes": json.loads(classes.to_json()),
       "text_encoder": text.describe(),
   }
 
 
 def check_schedules(saved: dict, current: dict, allow_change: bool, where: str) -> None:
-  """Refuses to continue with other noise schedules than the checkpoint's."""
+  """Refuses to continue with other noise schedules than the checkpoint's.
+
+  That includes an SR stage's augmentation ("lowres"; records made before
+  there were SR stages have none).
+  """
+  saved = {"lowres": None, **saved}
   if saved != current and not allow_change:
     raise ValueError(
         f"{where} was trained with noise schedules {json.dumps(saved)} but the config asks for "
@@ -62,13 +70,15 @@ def make_sampler(config: ml_collections.ConfigDict, model: nn.Module, sched: joi
                  cfg: sampling.SamplerConfig) -> Callable[..., dict[str, jax.Array]]:
   """The compiled sampler of a run's model for sampler settings `cfg`.
 
-  sampler(params, key, text, text_mask, known=None) -> {"image", "layout"?}.
+  sampler(params, key, text, text_mask, known=None, lowres=None) -> {"image", "layout"?}.
   """
   m = model.config
   return sampling.make_sampler(
       sampling.model_apply_fn(model), sched, cfg, height=config.data.height,
       width=config.data.width, channels=m.image_channels, prediction=m.prediction,
-      self_condition_image=m.self_condition_image, self_condition_layout=m.self_condition_layout)
+      self_condition_image=m.self_condition_image, self_condition_layout=m.self_condition_layout,
+      lowres_config=train_lib.make_lowres(config),
+      lowres_sched=train_lib.make_lowres_schedule(config))
 
 
 @dataclasses.dataclass
@@ -99,14 +109,79 @@ class Run:
       self._samplers[cfg] = make_sampler(self.config, self.model, self.sched, cfg)
     return self._samplers[cfg]
 
+  @property
+  def is_sr(self) -> bool:
+    """Whether this run is a super-resolution stage (it samples from a low-res input)."""
+    return bool(self.config.lowres.height)
+
   def sample(self, captions: Iterable[str], seed: int = 0,
-             cfg: sampling.SamplerConfig | None = None, known: dict | None = None) -> dict:
-    """Samples one image (and layout) per caption; returns numpy arrays."""
+             cfg: sampling.SamplerConfig | None = None, known: dict | None = None,
+             lowres: dict | None = None) -> dict:
+    """Samples one image (and layout) per caption; returns numpy arrays.
+
+    An SR stage needs `lowres` ({"image", "layout"?} at its low resolution).
+    """
     cfg = cfg or sampling.SamplerConfig.from_config(self.config.sample)
     emb, mask = self.text.batch(list(captions))
     out = self.sampler(cfg)(self.params, jax.random.PRNGKey(seed), jnp.asarray(emb),
-                            jnp.asarray(mask), known)
+                            jnp.asarray(mask), known, lowres)
     return jax.device_get(out)
+
+
+def downsample_known(config: lowres_lib.LowresConfig, known: dict) -> dict:
+  """Known regions at an SR stage's resolution -> the same at its base stage's.
+
+  Image antialiased, layout and masks nearest-neighbour, as an SR stage's own
+  conditioning; arrays [B, H, W, ...] (numpy or jax).
+  """
+  out = {}
+  if "image" in known:
+    out["image"] = np.asarray(lowres_lib.downsample_image(config, jnp.asarray(known["image"])))
+  for name in ("layout", "layout_mask", "image_mask"):
+    if name in known:
+      out[name] = np.asarray(lowres_lib.downsample_layout(config, jnp.asarray(known[name])))
+  return out
+
+
+@dataclasses.dataclass
+class Cascade:
+  """A base stage followed by a super-resolution stage: text -> (image, layout) at the SR size."""
+
+  base: Run
+  sr: Run
+
+  def __post_init__(self) -> None:
+    b, s = self.base, self.sr
+    if not s.is_sr:
+      raise ValueError(f"{s.workdir} is not a super-resolution stage (config.lowres.height = 0)")
+    if b.is_sr:
+      raise ValueError(f"{b.workdir} is itself an SR stage; give the base stage as --workdir")
+    out_size = (b.config.data.height, b.config.data.width)
+    in_size = (s.config.lowres.height, s.config.lowres.width)
+    if out_size != in_size:
+      raise ValueError(f"{b.workdir} makes {out_size[0]}x{out_size[1]} but the SR stage "
+                       f"{s.workdir} takes {in_size[0]}x{in_size[1]}")
+    if b.has_layout != s.has_layout:
+      raise ValueError(f"{b.workdir} and {s.workdir}: a joint and an image-only stage do not chain")
+    if b.has_layout and b.classes.names != s.classes.names:
+      raise ValueError(f"{b.workdir} and {s.workdir} have other layout classes")
+
+  @property
+  def lowres(self) -> lowres_lib.LowresConfig:
+    return train_lib.make_lowres(self.sr.config)
+
+  def sample(self, captions: Sequence[str], seed: int, base_cfg: sampling.SamplerConfig,
+             sr_cfg: sampling.SamplerConfig, known: dict | None = None) -> dict:
+    """Both stages on the same captions: {"image", "layout"?} at the SR size and
+    {"base_image", "base_layout"?} at the base size (numpy). `known` regions are
+    given at the SR size; the base stage sees them downsampled, and both keep them."""
+    base_known = downsample_known(self.lowres, known) if known else None
+    low = self.base.sample(captions, seed=seed, cfg=base_cfg, known=base_known)
+    lowres = {"image": low["image"]}
+    if "layout" in low:
+      lowres["layout"] = low["layout"]
+    high = self.sr.sample(captions, seed=seed, cfg=sr_cfg, known=known, lowres=lowres)
+    return {**high, **{f"base_{k}": v for k, v in low.items()}}
 
 
 def load(workdir: str | pathlib.Path, *, step: int | None = None,
@@ -120,11 +195,11 @@ def load(workdir: str | pathlib.Path, *, step: int | None = None,
   """
   workdir = pathlib.Path(workdir)
   meta, step = checkpointing.read_meta(workdir, step)
-  config = ml_collections.ConfigDict(meta["config"])
+  config = config_base.complete(meta["config"])
   if schedule_overrides:
     config.diffusion.update(schedule_overrides)
   sched = train_lib.make_joint_schedule(config)
-  check_schedules(meta["schedules"], sched.describe(), allow_schedule_change,
+  check_schedules(meta["schedules"], train_lib.schedules_record(config, sched), allow_schedule_change,
                   f"checkpoint {workdir} (step {step})")
   text = text_conditioning.make_text(config, workdir)
   if text.describe()["identity"] != meta["text_encoder"]["identity"]:

@@ -11,9 +11,20 @@ RePaint with R resamplings per step (--resample; default 5 with a known layout,
 1 otherwise, as in the paper) and the config's one-step sampler
 (`sample.repaint_method` / `repaint_steps`).
 
+The cascade: with --sr_workdir (a super-resolution stage, e.g. configs/shapes_sr.py),
+the base stage of --workdir samples at its size and the SR stage upsamples
+its image and layout, at its own augmentation level (--lowres_level, 0.2 by
+default as released) and guidance (1). Known inputs are then given at the SR
+size: the base stage sees them downsampled, and both stages keep them.
+
+  python -m gcd_jax.sample --workdir=workdirs/shapes --sr_workdir=workdirs/shapes_sr \
+      --text="A large red ball on the left." --out=out/cascade
+
 Writes per sample `NNNN_image.png`, `NNNN_layout.png` (class ids),
 `NNNN_layout_color.png`, `NNNN_overlay.png`; `grid.png` of all samples; and
-`manifest.json` (captions, seeds, steps, guidance, checkpoint step). The model
+`manifest.json` (captions, seeds, steps, guidance, checkpoint step); in a
+cascade those are the SR stage's, beside `NNNN_base_*.png` and `grid_base.png`
+of the base stage, and the manifest records both checkpoints. The model
 config, the noise schedules and the text encoder come from the checkpoint.
 """
 
@@ -69,6 +80,20 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("resample", None, "RePaint resamplings per step (known regions only).",
                        lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seed of the first sample.", flag_values=fv)
+  # The cascade: a super-resolution stage after the base stage of --workdir.
+  flags.DEFINE_string("sr_workdir", None, "A super-resolution stage's workdir: sample the cascade "
+                      "(inputs and outputs at its size; base_* files at the base size).",
+                      flag_values=fv)
+  flags.DEFINE_integer("sr_step", None, "The SR stage's checkpoint step (default: the latest).",
+                       flag_values=fv)
+  flags.DEFINE_integer("sr_steps", None, "The SR stage's sampling steps (default: its config's).",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_float("sr_guidance_image", None, "The SR stage's image guidance (default: its "
+                     "config's, 1 as released).", flag_values=fv)
+  flags.DEFINE_float("sr_guidance_layout", None, "The SR stage's layout guidance (default: its "
+                     "config's).", flag_values=fv)
+  flags.DEFINE_float("lowres_level", None, "The SR stage's augmentation level of its low-res input "
+                     "(default: its config's, 0.2 as released).", flag_values=fv)
   flags.DEFINE_string("out", None, "Output directory.", required=True, flag_values=fv)
 
 
@@ -145,13 +170,30 @@ def load_mask(path: str, size: tuple[int, int], flag: str, resize: bool) -> np.n
 
 def run(args: types.SimpleNamespace) -> dict:
   """The command, callable from Python; returns the manifest."""
-  from gcd_jax import run as run_lib  # pylint: disable=g-import-not-at-top  (slow import: after arg checks)
+  # Slow imports: after the flags are checked.
+  from gcd_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  from gcd_jax import train_lib  # pylint: disable=g-import-not-at-top
 
   captions = read_captions(args)
   t0 = time.time()
   print(f"Loading {args.workdir} ...", file=sys.stderr)
   r = run_lib.load(args.workdir, step=args.step)
-  h, w = r.config.data.height, r.config.data.width
+  cascade = None
+  if args.sr_workdir:
+    print(f"Loading the SR stage {args.sr_workdir} ...", file=sys.stderr)
+    try:
+      cascade = run_lib.Cascade(r, run_lib.load(args.sr_workdir, step=args.sr_step))
+    except ValueError as e:
+      raise InputError(f"--sr_workdir: {e}") from None
+  elif args.sr_step is not None or any(
+      getattr(args, k) is not None for k in ("sr_guidance_image", "sr_guidance_layout", "sr_steps",
+                                             "lowres_level")):
+    raise InputError("--sr_step, --sr_steps, --sr_guidance_* and --lowres_level need --sr_workdir")
+  final = cascade.sr if cascade else r  # the stage whose size the inputs and outputs have
+  if final.is_sr and cascade is None:
+    raise InputError(f"{args.workdir} is a super-resolution stage: give its base stage as "
+                     f"--workdir and it as --sr_workdir")
+  h, w = final.config.data.height, final.config.data.width
   known, what = {}, "text -> image + layout" if r.has_layout else "text -> image"
   if args.layout:
     if not r.has_layout:
@@ -178,56 +220,94 @@ def run(args: types.SimpleNamespace) -> dict:
   if "steps" in overrides and not 1 <= overrides["steps"] <= r.sched.num_steps:
     raise InputError(f"--steps {overrides['steps']} not in [1, {r.sched.num_steps}]")
   cfg = sampling.SamplerConfig.from_config(r.config.sample, known=bool(known), **overrides)
+  sr_cfg = None
+  if cascade:
+    # The SR stage's own settings (guidance 1, level 0.2 as released) unless given.
+    sr_over = {k: v for k, v in dict(
+        guidance_image=args.sr_guidance_image, guidance_layout=args.sr_guidance_layout,
+        steps=args.sr_steps, lowres_level=args.lowres_level).items() if v is not None}
+    sr_over["resample"] = overrides["resample"]
+    if "steps" in sr_over and not 1 <= sr_over["steps"] <= cascade.sr.sched.num_steps:
+      raise InputError(f"--sr_steps {sr_over['steps']} not in [1, {cascade.sr.sched.num_steps}]")
+    sr_cfg = sampling.SamplerConfig.from_config(cascade.sr.config.sample, known=bool(known),
+                                                **sr_over)
 
   jobs = [(c, args.seed + i) for c in captions for i in range(args.samples_per_caption)]
   out_dir = pathlib.Path(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
-  images, layouts, entries = [], [], []
+  entries = []
+  shown = {"": ([], []), "base_": ([], [])}  # grid.png (final size) and grid_base.png
+  stages = f" -> SR {cascade.sr.step} ({sr_cfg.steps} steps, guidance {sr_cfg.guidance_image})" \
+      if cascade else ""
   print(f"{what}: {len(jobs)} samples, {cfg.steps} steps, guidance image {cfg.guidance_image} / "
-        f"layout {cfg.guidance_layout}, checkpoint step {r.step}", file=sys.stderr)
+        f"layout {cfg.guidance_layout}, checkpoint step {r.step}{stages}", file=sys.stderr)
   bar = tqdm.tqdm(total=len(jobs), desc="sampling", unit="sample", file=sys.stderr)
   batch_known = {k: np.broadcast_to(v, (args.batch_size,) + v.shape) for k, v in known.items()}
   for start, stop, index in sampling.padded_batches(len(jobs), args.batch_size):
     chunk = jobs[start:stop]
-    out = r.sample([jobs[i][0] for i in index], seed=chunk[0][1], cfg=cfg,
-                   known=batch_known or None)
+    caps = [jobs[i][0] for i in index]
+    if cascade:
+      out = cascade.sample(caps, chunk[0][1], cfg, sr_cfg, known=batch_known or None)
+    else:
+      out = r.sample(caps, seed=chunk[0][1], cfg=cfg, known=batch_known or None)
     bar.update(stop - start)
     for i, (caption, seed) in enumerate(chunk):
       n = len(entries)
-      img_u8 = visualize.to_uint8(out["image"][i])
-      visualize.save_png(img_u8, out_dir / f"{n:04d}_image.png")
-      entry = {"index": n, "caption": caption, "seed": seed, "batch_seed": chunk[0][1],
-               "image": f"{n:04d}_image.png"}
-      images.append(out["image"][i])
-      if "layout" in out:
-        lay = out["layout"][i].astype(np.uint8)
-        rgb = colorize(lay, r.classes)
-        visualize.save_png(lay, out_dir / f"{n:04d}_layout.png")
-        visualize.save_png(rgb, out_dir / f"{n:04d}_layout_color.png")
-        visualize.save_png(visualize.overlay(img_u8, rgb), out_dir / f"{n:04d}_overlay.png")
-        entry.update(layout=f"{n:04d}_layout.png", layout_color=f"{n:04d}_layout_color.png",
-                     overlay=f"{n:04d}_overlay.png")
-        layouts.append(out["layout"][i])
+      entry = {"index": n, "caption": caption, "seed": seed, "batch_seed": chunk[0][1]}
+      for prefix in shown if cascade else ("",):
+        image = out[f"{prefix}image"][i]
+        layout = out.get(f"{prefix}layout")
+        entry.update(_write_sample(out_dir, f"{n:04d}_{prefix}", image,
+                                   None if layout is None else layout[i], r.classes, prefix))
+        shown[prefix][0].append(image)
+        if layout is not None:
+          shown[prefix][1].append(layout[i])
       entries.append(entry)
   bar.close()
-  grid = visualize.sample_grid(np.stack(images), np.stack(layouts) if layouts else None,
-                               [e["caption"] for e in entries], r.classes if layouts else None)
-  visualize.save_png(grid, out_dir / "grid.png")
+  for prefix, (images, layouts) in shown.items():
+    if images:
+      grid = visualize.sample_grid(np.stack(images), np.stack(layouts) if layouts else None,
+                                   [e["caption"] for e in entries], r.classes if layouts else None)
+      visualize.save_png(grid, out_dir / f"grid{'_base' if prefix else ''}.png")
   manifest = {
       "workdir": str(pathlib.Path(args.workdir).absolute()),
       "checkpoint_step": r.step,
       "task": what,
-      "sampler": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+      "sampler": cfg.record(sr=False),
       "schedules": r.sched.describe(),
       "inputs": {"layout": args.layout, "layout_mask": args.layout_mask, "image": args.image,
                  "image_mask": args.image_mask, "resize": args.resize},
       "classes": list(r.classes.names),
       "samples": entries,
   }
+  if cascade:
+    # Files without a prefix are the SR stage's (final size); base_* the base stage's.
+    manifest["sr"] = {"workdir": str(pathlib.Path(args.sr_workdir).absolute()),
+                      "checkpoint_step": cascade.sr.step, "sampler": sr_cfg.record(sr=True),
+                      "schedules": train_lib.schedules_record(cascade.sr.config, cascade.sr.sched),
+                      "size": [h, w]}
   fileio.atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1))
   print(f"Wrote {len(entries)} samples and grid.png to {out_dir} in {time.time() - t0:.0f} s.",
         file=sys.stderr)
   return manifest
+
+
+def _write_sample(out_dir: pathlib.Path, stem: str, image: np.ndarray, layout: np.ndarray | None,
+                  classes, prefix: str) -> dict:
+  """Writes one sample's PNGs; returns their names for the manifest entry."""
+  img_u8 = visualize.to_uint8(image)
+  visualize.save_png(img_u8, out_dir / f"{stem}image.png")
+  names = {f"{prefix}image": f"{stem}image.png"}
+  if layout is not None:
+    lay = layout.astype(np.uint8)
+    rgb = colorize(lay, classes)
+    visualize.save_png(lay, out_dir / f"{stem}layout.png")
+    visualize.save_png(rgb, out_dir / f"{stem}layout_color.png")
+    visualize.save_png(visualize.overlay(img_u8, rgb), out_dir / f"{stem}overlay.png")
+    names.update({f"{prefix}layout": f"{stem}layout.png",
+                  f"{prefix}layout_color": f"{stem}layout_color.png",
+                  f"{prefix}overlay": f"{stem}overlay.png"})
+  return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:

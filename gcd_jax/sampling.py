@@ -41,6 +41,7 @@ from gcd_jax import config_base
 from gcd_jax.diffusion import categorical
 from gcd_jax.diffusion import gaussian
 from gcd_jax.diffusion import joint
+from gcd_jax.diffusion import lowres as lowres_lib
 
 
 _DEFAULTS = config_base.base_config().sample
@@ -63,6 +64,7 @@ class SamplerConfig:
   threshold: float = _DEFAULTS.threshold  # dynamic-thresholding percentile; 0: plain clip to [-1, 1]
   final_layout: str = _DEFAULTS.final_layout  # argmax | sample
   resample: int = 1  # RePaint: repetitions of each step when something is known
+  lowres_level: float = _DEFAULTS.lowres_level  # SR stages: the low-res input's augmentation level
 
   def __post_init__(self):
     for name in ("method", "layout_guidance", "final_layout"):
@@ -73,6 +75,16 @@ class SamplerConfig:
       raise ValueError(f"SamplerConfig.steps={self.steps} must be >= 1")
     if self.resample < 1:
       raise ValueError(f"SamplerConfig.resample={self.resample} must be >= 1")
+    if not 0.0 <= self.lowres_level <= 1.0:
+      raise ValueError(f"SamplerConfig.lowres_level={self.lowres_level} not in [0, 1]")
+
+  def record(self, sr: bool) -> dict[str, Any]:
+    """The settings as plain data (results keys, manifests); `lowres_level` only
+    for an SR stage, whose samples are the only ones it changes."""
+    d = dataclasses.asdict(self)
+    if not sr:
+      del d["lowres_level"]
+    return d
 
   @property
   def guided(self) -> bool:
@@ -91,6 +103,8 @@ class SamplerConfig:
     kw = dict(steps=c.steps, method=c.method, eta=c.eta, guidance_image=c.guidance_image,
               guidance_layout=c.guidance_layout, layout_guidance=c.layout_guidance,
               threshold=c.threshold, final_layout=c.final_layout)
+    if "lowres_level" in c:
+      kw["lowres_level"] = c.lowres_level
     if known and "repaint_method" in c:
       kw.update(method=c.repaint_method, steps=c.repaint_steps, eta=0.0)
     kw.update(overrides)
@@ -140,18 +154,19 @@ def dpm_h_ratios(log_snr_table: np.ndarray, grid: np.ndarray) -> np.ndarray:
   return out
 
 
-# apply_fn(params, x_t, y_t, log_snr, text, text_mask, drop_text, sc_image, sc_layout)
-#   -> (image_pred [B, H, W, C], layout_logits [B, H, W, K] or None)
+# apply_fn(params, x_t, y_t, log_snr, text, text_mask, drop_text, sc_image, sc_layout,
+#          **lowres) -> (image_pred [B, H, W, C], layout_logits [B, H, W, K] or None);
+# an SR stage's lowres_image, lowres_layout and lowres_log_snr come as keywords.
 ApplyFn = Callable[..., tuple[Any, Any]]
 
 
 def model_apply_fn(model: nn.Module) -> ApplyFn:
   """An ApplyFn for a `JointUNet`."""
 
-  def apply(params, x_t, y_t, lam, text, text_mask, drop_text, sc_image, sc_layout):
+  def apply(params, x_t, y_t, lam, text, text_mask, drop_text, sc_image, sc_layout, **lowres):
     return model.apply({"params": params}, x_t, y_t, lam, text, text_mask,
                        drop_text=drop_text, self_cond_image=sc_image,
-                       self_cond_layout=sc_layout, train=False)
+                       self_cond_layout=sc_layout, train=False, **lowres)
 
   return apply
 
@@ -168,20 +183,24 @@ class GuidedOutputs(NamedTuple):
 def guided_outputs(apply_fn: ApplyFn, params: Any, cfg: SamplerConfig, x_t: jax.Array,
                    y_t: jax.Array | None, lam: jax.Array, text: jax.Array, text_mask: jax.Array,
                    sc_image: jax.Array | None = None,
-                   sc_layout: jax.Array | None = None) -> GuidedOutputs:
+                   sc_layout: jax.Array | None = None,
+                   lowres: dict[str, jax.Array] | None = None) -> GuidedOutputs:
   """Conditional and unconditional outputs from one batched forward.
 
   The unconditional entries are None when guidance is off (scales of 1).
+  `lowres`: an SR stage's conditioning keywords (the same for both passes).
   """
   b = x_t.shape[0]
+  lowres = lowres or {}
   if not cfg.guided:
     img, logits = apply_fn(params, x_t, y_t, lam, text, text_mask,
-                           jnp.zeros((b,), bool), sc_image, sc_layout)
+                           jnp.zeros((b,), bool), sc_image, sc_layout, **lowres)
     return GuidedOutputs(img, None, logits, None)
   two = lambda a: None if a is None else jnp.concatenate([a, a], axis=0)
   drop = jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)])
   img, logits = apply_fn(params, two(x_t), two(y_t), two(lam), two(text), two(text_mask),
-                         drop, two(sc_image), two(sc_layout))
+                         drop, two(sc_image), two(sc_layout),
+                         **{k: two(v) for k, v in lowres.items()})
   img = img.astype(jnp.float32)
   logits = None if logits is None else logits.astype(jnp.float32)
   return GuidedOutputs(img[:b], img[b:], None if logits is None else logits[:b],
@@ -304,9 +323,11 @@ def reverse_layout_step(key: jax.Array, layout_sched: categorical.Schedule, y: j
 
 def make_sampler(apply_fn: ApplyFn, sched: joint.JointSchedule, cfg: SamplerConfig, *,
                  height: int, width: int, channels: int = 3, prediction: str = "eps",
-                 self_condition_image: bool = False,
-                 self_condition_layout: bool = False) -> Callable[..., dict[str, jax.Array]]:
-  """Returns a jitted `sample(params, key, text, text_mask, known=None) -> dict`.
+                 self_condition_image: bool = False, self_condition_layout: bool = False,
+                 lowres_config: lowres_lib.LowresConfig | None = None,
+                 lowres_sched: joint.JointSchedule | None = None
+                 ) -> Callable[..., dict[str, jax.Array]]:
+  """Returns a jitted `sample(params, key, text, text_mask, known=None, lowres=None) -> dict`.
 
   Args of the returned function:
     params: model parameters (the EMA parameters, normally).
@@ -316,6 +337,10 @@ def make_sampler(apply_fn: ApplyFn, sched: joint.JointSchedule, cfg: SamplerConf
     known: None or a dict with any of
       image [B, H, W, C] in [-1, 1] and image_mask [B, H, W] bool (True = known),
       layout [B, H, W] int32 and layout_mask [B, H, W] bool.
+    lowres: an SR stage's input (with `lowres_config` and its augmentation
+      schedule `lowres_sched`): {"image": [B, h, w, C] in [-1, 1], "layout":
+      [B, h, w] int32 (joint models)}, the previous stage's output. It is
+      upsampled as in training and noised at cfg.lowres_level.
   Returns:
     {"image": [B, H, W, C] float32 in [-1, 1], "layout": [B, H, W] int32 (if any)}.
 
@@ -327,17 +352,37 @@ def make_sampler(apply_fn: ApplyFn, sched: joint.JointSchedule, cfg: SamplerConf
   num_classes = sched.layout.num_classes if has_layout else 0
   h, w, c = height, width, channels
 
-  def predict(params, x, y, lam_b, text, text_mask, sc_img, sc_lay):
+  def predict(params, x, y, lam_b, text, text_mask, sc_img, sc_lay, cond):
     """Guided (x0_hat, layout logits or None, the raw outputs) at one step."""
     out = guided_outputs(apply_fn, params, cfg, x, y if has_layout else None, lam_b, text,
                          text_mask, sc_img if self_condition_image else None,
-                         sc_lay if self_condition_layout else None)
+                         sc_lay if self_condition_layout else None, cond)
     image_pred, logits = apply_guidance(out, cfg)
     return x0_estimate(cfg, prediction, image_pred, x, lam_b), logits, out
 
+  def lowres_inputs(key, lowres, b):
+    """An SR stage's conditioning: the low-res input upsampled and noised at the fixed level."""
+    if lowres_config is None:
+      if lowres is not None:
+        raise ValueError("lowres inputs were given to a base stage's sampler")
+      return {}
+    if lowres is None or "image" not in lowres or (has_layout and "layout" not in lowres):
+      raise ValueError("an SR stage samples from a low-res input: lowres={'image'"
+                       + (", 'layout'}" if has_layout else "}"))
+    image_up, layout_up = lowres_lib.condition_from_lowres(
+        lowres_config, lowres["image"], lowres.get("layout") if has_layout else None, (h, w))
+    steps = jnp.full((b,), lowres_lib.sampling_step(cfg.lowres_level, lowres_sched.num_steps))
+    x_aug, y_aug, lam_aug = lowres_lib.augment(key, lowres_sched, image_up, layout_up, steps)
+    cond = {"lowres_image": x_aug, "lowres_log_snr": lam_aug}
+    if has_layout:
+      cond["lowres_layout"] = y_aug
+    return cond
+
   @jax.jit
-  def sample(params, key, text, text_mask, known=None):
+  def sample(params, key, text, text_mask, known=None, lowres=None):
     b = text.shape[0]
+    # Folded, not split: base stages keep their random streams.
+    cond = lowres_inputs(jax.random.fold_in(key, 7), lowres, b)
     known = dict(known or {})
     for name in ("image", "layout"):
       if name in known and f"{name}_mask" not in known:
@@ -365,7 +410,7 @@ def make_sampler(apply_fn: ApplyFn, sched: joint.JointSchedule, cfg: SamplerConf
       def transition(x, y, key):
         """One reverse step k -> j of both modalities."""
         key, key_img, key_lay = jax.random.split(key, 3)
-        x0_hat, logits, out = predict(params, x, y, lam_k, text, text_mask, sc_img, sc_lay)
+        x0_hat, logits, out = predict(params, x, y, lam_k, text, text_mask, sc_img, sc_lay, cond)
         # sc_img holds the previous step's x0_hat: DPM-Solver++(2M)'s history.
         x_new = reverse_image_step(cfg, key_img, x, x0_hat, lam_k, lam_j, sc_img, h_ratio)
         y_new = (reverse_layout_step(key_lay, sched.layout, y, k, j, logits, out.logits_cond,
@@ -395,7 +440,7 @@ def make_sampler(apply_fn: ApplyFn, sched: joint.JointSchedule, cfg: SamplerConf
 
     # Last grid step (k = 0): the model's clean estimates.
     lam_0 = jnp.full((b,), sched.image_log_snr[grid[-1]])
-    x0_hat, logits, _ = predict(params, x, y, lam_0, text, text_mask, sc_img, sc_lay)
+    x0_hat, logits, _ = predict(params, x, y, lam_0, text, text_mask, sc_img, sc_lay, cond)
     out = {"image": x0_hat}
     if has_layout:
       if cfg.final_layout == "argmax":

@@ -23,6 +23,7 @@ import optax
 from gcd_jax.diffusion import categorical
 from gcd_jax.diffusion import gaussian
 from gcd_jax.diffusion import joint
+from gcd_jax.diffusion import lowres
 from gcd_jax.models import conditioned
 from gcd_jax.models import unet as unet_lib
 
@@ -55,6 +56,33 @@ def make_joint_schedule(config: ml_collections.ConfigDict) -> joint.JointSchedul
       layout=d.layout_schedule,
       layout_params=dict(d.layout_schedule_params),
   )
+
+
+def make_lowres(config: ml_collections.ConfigDict) -> lowres.LowresConfig | None:
+  """The SR stage's conditioning settings, or None for a base stage."""
+  c = config.lowres
+  if not c.height:
+    return None
+  return lowres.LowresConfig(height=c.height, width=c.width, schedule=c.schedule,
+                             max_level=c.max_level, image_resize=c.image_resize)
+
+
+def make_lowres_schedule(config: ml_collections.ConfigDict) -> joint.JointSchedule | None:
+  """The SR stage's augmentation schedule (None for a base stage)."""
+  lr = make_lowres(config)
+  return None if lr is None else lowres.make_schedule(lr, config.diffusion.num_steps,
+                                                      config.model.num_classes)
+
+
+def schedules_record(config: ml_collections.ConfigDict, sched: joint.JointSchedule) -> dict:
+  """Every noise schedule of a run, as plain data: the checkpoint records it and
+  refuses to continue or sample with other ones. An SR stage adds its
+  conditioning's settings and augmentation schedule under "lowres"."""
+  lr = make_lowres(config)
+  record = sched.describe()
+  record["lowres"] = None if lr is None else {
+      **lr.describe(), "augmentation": make_lowres_schedule(config).describe()}
+  return record
 
 
 def make_loss_config(config: ml_collections.ConfigDict) -> joint.LossConfig:
@@ -175,17 +203,37 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, sched: 
   num_classes = mcfg.num_classes
   caption_dropout = config.train.caption_dropout
 
-  def apply(params, x_t, y_t, lam, batch, drop_text, sc_image, sc_layout, dropout_rng):
+  lowres_config = make_lowres(config)
+  lowres_sched = make_lowres_schedule(config)
+
+  def apply(params, x_t, y_t, lam, batch, drop_text, sc_image, sc_layout, dropout_rng, cond):
     return model.apply(
         {"params": params}, x_t, y_t, lam, batch["text"], batch["text_mask"],
         drop_text=drop_text, self_cond_image=sc_image, self_cond_layout=sc_layout,
-        train=True, rngs={"dropout": dropout_rng})
+        train=True, rngs={"dropout": dropout_rng}, **cond)
+
+  def lowres_inputs(key, batch, x0):
+    """An SR stage's conditioning from the batch itself: the low-res pair, noised."""
+    if lowres_config is None:
+      return {}
+    image_low, layout_low = lowres.condition_from_data(
+        lowres_config, x0, batch["layout"] if has_layout else None)
+    key_level, key_aug = jax.random.split(key)
+    steps = lowres.training_steps(key_level, lowres_config, lowres_sched.num_steps, x0.shape[0])
+    x_aug, y_aug, lam_aug = lowres.augment(key_aug, lowres_sched, image_low, layout_low, steps,
+                                           ignore_id)
+    cond = {"lowres_image": x_aug, "lowres_log_snr": lam_aug}
+    if has_layout:
+      cond["lowres_layout"] = y_aug
+    return cond
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     key_time, key_noise, key_drop, key_dropout, key_sc, key_sc_dropout = jax.random.split(rng, 6)
     x0 = batch["image"].astype(jnp.float32)
     bsz = x0.shape[0]
+    # Its own key (folded, so that base stages keep their random streams).
+    cond = lowres_inputs(jax.random.fold_in(rng, 7), batch, x0)
     k = joint.sample_steps(key_time, bsz, sched.num_steps)
     log_y0 = layout_mask = None
     if has_layout:
@@ -210,7 +258,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, sched: 
       def estimate(_):
         out, logits = apply(state.params, x_t, y_t, lam, batch, drop_text,
                             zeros_img if mcfg.self_condition_image else None,
-                            zeros_lay if mcfg.self_condition_layout else None, key_sc_dropout)
+                            zeros_lay if mcfg.self_condition_layout else None, key_sc_dropout, cond)
         x0_hat, _ = gaussian.to_x0_eps(out.astype(jnp.float32), x_t, lam, mcfg.prediction)
         probs = jax.nn.softmax(logits.astype(jnp.float32), -1) if has_layout else None
         return jax.lax.stop_gradient(jnp.clip(x0_hat, -1, 1)), jax.lax.stop_gradient(probs)
@@ -221,7 +269,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, sched: 
       sc_layout = est_lay if mcfg.self_condition_layout else None
 
     def loss_fn(params):
-      image_out, logits = apply(params, x_t, y_t, lam, batch, drop_text, sc_image, sc_layout, key_dropout)
+      image_out, logits = apply(params, x_t, y_t, lam, batch, drop_text, sc_image, sc_layout,
+                                key_dropout, cond)
       terms = joint.loss(sched, loss_cfg, x0, eps, log_y0, log_yk, k, image_out, logits,
                          layout_mask=layout_mask)
       return jnp.mean(terms["total"]), jax.tree.map(jnp.mean, terms)

@@ -84,6 +84,20 @@ def paper_sr() -> UNetConfig:
       lowres_cond=True, time_embed_dim=1024)
 
 
+def shapes_sr() -> UNetConfig:
+  """The embedded default's super-resolution stage, 32x32 -> 64x64.
+
+  The low-res pair already carries the scene: this stage adds detail. Imagen's
+  memory-efficient block arrangement (one residual block at 64x64 opens and
+  one closes; levels at 32, 16, 8) with shapes' widths at those levels, no
+  self-attention but in the middle, cross-attention at 8x8 only (as paper_sr
+  has it at its lowest level).
+  """
+  return dataclasses.replace(
+      shapes(), num_res_blocks=(1, 2, 2), self_attention=False,
+      cross_attention=(False, False, True), downsample_first=True, lowres_cond=True)
+
+
 def reference() -> UNetConfig:
   """The released JointUnet at the size its speed is compared at (benchmarks/).
 
@@ -102,8 +116,8 @@ def reference() -> UNetConfig:
       text_dim=256, text_proj_dim=64, num_null_text_tokens=4)
 
 
-PRESETS = {"tiny": tiny, "shapes": shapes, "paper_base": paper_base, "paper_sr": paper_sr,
-           "reference": reference}
+PRESETS = {"tiny": tiny, "shapes": shapes, "shapes_sr": shapes_sr, "paper_base": paper_base,
+           "paper_sr": paper_sr, "reference": reference}
 
 
 def get_preset(name: str, **overrides: Any) -> UNetConfig:

@@ -1,0 +1,137 @@
+"""A tiny base + SR cascade end to end: the SR train loop, its records, the cascade CLI."""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from gcd_jax import checkpointing
+from gcd_jax import run as run_lib
+from gcd_jax import sample
+from gcd_jax import train
+from gcd_jax import train_lib
+from gcd_jax.diffusion import lowres
+
+from conftest import tiny_config  # pylint: disable=g-bad-import-order
+
+
+def tiny_sr(data_dir):
+  """An SR stage after the tiny base run (16x16): 32x32 from 16x16, 3 steps."""
+  c = tiny_config(data_dir, num_steps=3)
+  c.data.height = c.data.width = 32
+  c.lowres.height = c.lowres.width = 16
+  c.model.lowres_cond = True
+  c.optimizer.warmup_steps = 0
+  c.sample.steps = c.sample.repaint_steps = 3
+  c.sample.guidance_image = c.sample.guidance_layout = 1.0
+  return c
+
+
+@pytest.fixture(scope="module")
+def sr_run(scenes_data_dir, tmp_path_factory):
+  config = tiny_sr(scenes_data_dir)
+  workdir = tmp_path_factory.mktemp("tiny_sr")
+  state = train.train_and_evaluate(config, str(workdir))
+  return config, workdir, state
+
+
+def test_the_sr_stage_trains_its_conditioning_and_records_it(sr_run):
+  config, workdir, state = sr_run
+  assert int(state.step) == 3
+  model = train_lib.make_model(config)
+  init = jax.jit(lambda r: train_lib.init_state(config, model, r))(jax.random.PRNGKey(config.seed))
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.params, init.params)
+  # The zero-initialised heads pass no gradient back in the first step; by the third, the
+  # low-res layout embedding and the augmentation-level embedding have moved.
+  assert moved["lowres_layout_embed"]["embedding"] > 0
+  assert max(jax.tree.leaves(moved["lowres_noise_embed"])) > 0
+  meta, _ = checkpointing.read_meta(workdir)
+  assert meta["schedules"]["lowres"]["height"] == 16
+  assert meta["schedules"]["lowres"]["augmentation"]["layout"]["name"] == "linear"
+  # Loading it with other schedules is refused (the records' comparison, augmentation
+  # included, is tested in test_lowres.py).
+  with pytest.raises(ValueError, match="allow_schedule_change"):
+    run_lib.load(workdir, schedule_overrides={"image_schedule": "linear"})
+
+
+def _cascade(base, sr, out, *extra):
+  return sample.run(sample.parse_args([
+      f"--workdir={base}", f"--sr_workdir={sr}", f"--out={out}", "--samples_per_caption=2",
+      "--batch_size=2", "--steps=3", "--sr_steps=3", *extra]))
+
+
+def test_cascade_samples_both_sizes_and_records_both_checkpoints(tiny_run_dir, sr_run, tmp_path):
+  _, sr_dir, _ = sr_run
+  manifest = _cascade(tiny_run_dir, sr_dir, tmp_path, "--text=A red ball.")
+  for n in ("0000", "0001"):
+    assert np.asarray(Image.open(tmp_path / f"{n}_image.png")).shape == (32, 32, 3)
+    assert np.asarray(Image.open(tmp_path / f"{n}_layout.png")).shape == (32, 32)
+    assert np.asarray(Image.open(tmp_path / f"{n}_base_image.png")).shape == (16, 16, 3)
+    assert (tmp_path / f"{n}_base_layout_color.png").is_file()
+  assert (tmp_path / "grid.png").is_file() and (tmp_path / "grid_base.png").is_file()
+  on_disk = json.loads((tmp_path / "manifest.json").read_text())
+  assert on_disk["checkpoint_step"] == 2 and on_disk["sr"]["checkpoint_step"] == 3
+  assert on_disk["sr"]["sampler"]["lowres_level"] == 0.2
+  assert on_disk["sr"]["sampler"]["guidance_image"] == 1.0 and on_disk["sr"]["size"] == [32, 32]
+  assert on_disk["samples"][0]["base_image"] == "0000_base_image.png"
+  assert manifest["sr"]["workdir"] == str(sr_dir.absolute())
+
+
+def test_a_known_layout_is_kept_at_both_stages(tiny_run_dir, sr_run, tmp_path):
+  _, sr_dir, _ = sr_run
+  rng = np.random.default_rng(0)
+  layout = rng.integers(0, 8, (32, 32)).astype(np.uint8)
+  mask = np.zeros((32, 32), np.uint8)
+  mask[:, :16] = 255  # the left half is known
+  Image.fromarray(layout, mode="L").save(tmp_path / "layout.png")
+  Image.fromarray(mask, mode="L").save(tmp_path / "mask.png")
+  out = tmp_path / "out"
+  manifest = _cascade(tiny_run_dir, sr_dir, out, "--text=A box.", f"--layout={tmp_path / 'layout.png'}",
+                      f"--layout_mask={tmp_path / 'mask.png'}", "--resample=2")
+  assert manifest["task"] == "layout -> image" and manifest["sr"]["sampler"]["resample"] == 2
+  cfg = lowres.LowresConfig(16, 16)
+  small = np.asarray(lowres.downsample_layout(cfg, jnp.asarray(layout[None])))[0]
+  for n in ("0000", "0001"):
+    high = np.asarray(Image.open(out / f"{n}_layout.png"))
+    base = np.asarray(Image.open(out / f"{n}_base_layout.png"))
+    np.testing.assert_array_equal(high[:, :16], layout[:, :16])
+    np.testing.assert_array_equal(base[:, :8], small[:, :8])
+
+
+def test_stages_that_do_not_chain_are_refused(tiny_run_dir, sr_run, tmp_path, capsys):
+  _, sr_dir, _ = sr_run
+  assert sample.main([f"--workdir={sr_dir}", f"--out={tmp_path}", "--text=A ball."]) == 2
+  assert "is a super-resolution stage" in capsys.readouterr().err
+  assert sample.main([f"--workdir={tiny_run_dir}", f"--sr_workdir={tiny_run_dir}",
+                      f"--out={tmp_path}", "--text=A ball."]) == 2
+  assert "is not a super-resolution stage" in capsys.readouterr().err
+  assert sample.main([f"--workdir={tiny_run_dir}", "--lowres_level=0.3", f"--out={tmp_path}",
+                      "--text=A ball."]) == 2
+  assert "need --sr_workdir" in capsys.readouterr().err
+
+
+def test_evaluate_scores_the_cascade_at_the_sr_size(tiny_run_dir, sr_run):
+  from gcd_jax import evaluate  # pylint: disable=g-import-not-at-top
+  _, sr_dir, _ = sr_run
+  argv = [f"--workdir={tiny_run_dir}", f"--sr_workdir={sr_dir}", "--num_samples=4",
+          "--batch_size=2", "--steps=3", "--sr_steps=3", "--bootstrap=10", "--guidance=2",
+          "--metrics=correspondence,layout_correspondence,fsd"]
+  [point] = evaluate.run(evaluate.parse_args(argv))
+  assert point["sr"]["step"] == 3 and point["sr"]["sampler"]["lowres_level"] == 0.2
+  assert point["key"]["dataset"] == "synthetic_scenes/32_mini"
+  assert pathlib.Path(point["directory"]).is_relative_to(sr_dir / "eval" / "cascade_2_3")
+  stored = np.load(pathlib.Path(point["directory"]) / "samples.npz")
+  assert stored["images"].shape == (4, 32, 32, 3)  # the SR stage's outputs are what is scored
+  for name in ("semantic_recall", "layout_semantic_recall", "fsd"):
+    assert np.isfinite(point["metrics"][name])
+  # Another SR sampler is another point; the same one is reused.
+  [again] = evaluate.run(evaluate.parse_args(argv))
+  assert again["directory"] == point["directory"]
+  [other] = evaluate.run(evaluate.parse_args(argv + ["--lowres_level=0.5"]))
+  assert other["directory"] != point["directory"]
+  # An SR stage alone is refused (it needs its base stage).
+  assert evaluate.main([f"--workdir={sr_dir}", "--num_samples=4"]) == 2
