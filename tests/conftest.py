@@ -30,6 +30,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -97,3 +98,15 @@ def tiny_image_only_run_dir(scenes_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("tiny_image_only_run")
   state = train.train_and_evaluate(config, str(workdir))
   return workdir, state
+
+
+def random_batch(config, seed=0):
+  """A batch of random arrays of the config's shapes (train-step tests, no dataset)."""
+  rng = np.random.default_rng(seed)
+  b, h, w = config.data.batch_size, config.data.height, config.data.width
+  return {
+      "image": rng.uniform(-1, 1, (b, h, w, 3)).astype(np.float32),
+      "layout": rng.integers(0, config.model.num_classes, (b, h, w)).astype(np.int32),
+      "text": rng.normal(size=(b, config.text.max_length, config.model.text_dim)).astype(np.float32),
+      "text_mask": np.arange(config.text.max_length)[None] < rng.integers(1, config.text.max_length, (b, 1)),
+  }

@@ -17,7 +17,7 @@ from gcd_jax.diffusion import joint
 from gcd_jax.diffusion import lowres
 from gcd_jax.models import presets
 
-from conftest import tiny_config  # pylint: disable=g-bad-import-order
+from conftest import random_batch, tiny_config  # pylint: disable=g-bad-import-order
 
 K = 5
 T = 1000
@@ -176,17 +176,6 @@ def tiny_sr_config(data_dir=""):
   return c
 
 
-def _batch(config, seed=0):
-  rng = np.random.default_rng(seed)
-  b, h, w = config.data.batch_size, config.data.height, config.data.width
-  return {
-      "image": rng.uniform(-1, 1, (b, h, w, 3)).astype(np.float32),
-      "layout": rng.integers(0, config.model.num_classes, (b, h, w)).astype(np.int32),
-      "text": rng.normal(size=(b, config.text.max_length, config.model.text_dim)).astype(np.float32),
-      "text_mask": np.ones((b, config.text.max_length), bool),
-  }
-
-
 def test_records_carry_the_augmentation_and_mismatches_are_refused():
   base = tiny_config("")
   sr = tiny_sr_config()
@@ -251,5 +240,5 @@ def test_paper_sr_configs_build_and_run_one_step_on_fake_data(spec):
   state = train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
                                opt_state=train_lib.make_optimizer(config).init(params),
                                rng=jax.random.PRNGKey(0))
-  _, metrics = jax.jit(train_lib.make_train_step(config, model, sched))(state, _batch(config))
+  _, metrics = jax.jit(train_lib.make_train_step(config, model, sched))(state, random_batch(config))
   assert np.isfinite(float(metrics["loss"])) and bool(metrics["finite_update"])

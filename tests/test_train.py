@@ -9,23 +9,12 @@ from jax.sharding import PartitionSpec as P
 from gcd_jax import sharding
 from gcd_jax import train_lib
 
-from conftest import tiny_config  # pylint: disable=g-bad-import-order
+from conftest import random_batch, tiny_config  # pylint: disable=g-bad-import-order
 
 
 def _leaves_equal(a, b):
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
-
-
-def _random_batch(config, seed=0):
-  rng = np.random.default_rng(seed)
-  b, h, w = config.data.batch_size, config.data.height, config.data.width
-  return {
-      "image": rng.uniform(-1, 1, (b, h, w, 3)).astype(np.float32),
-      "layout": rng.integers(0, config.model.num_classes, (b, h, w)).astype(np.int32),
-      "text": rng.normal(size=(b, config.text.max_length, config.model.text_dim)).astype(np.float32),
-      "text_mask": np.arange(config.text.max_length)[None] < rng.integers(1, config.text.max_length, (b, 1)),
-  }
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +53,7 @@ def _run_steps(config, model, sched, state, mesh, batches, min_size):
 def test_one_device_and_eight_devices_give_the_same_losses(step_setup):
   config, model, sched, state = step_setup
   assert len(jax.devices()) == 8, "tests/conftest.py forces 8 host devices"
-  batches = [_random_batch(config, s) for s in range(3)]
+  batches = [random_batch(config, s) for s in range(3)]
   one, _ = _run_steps(config, model, sched, state, sharding.make_mesh(devices=jax.devices()[:1]),
                       batches, min_size=2**18)
   # 4-way data x 2-way FSDP, with small parameters sharded too.
@@ -77,7 +66,7 @@ def test_one_device_and_eight_devices_give_the_same_losses(step_setup):
 
 def test_nan_guard_keeps_the_state_and_names_the_term(step_setup, plain_step):
   config, model, sched, state = step_setup
-  batch = _random_batch(config)  # no pixel at the ignore id
+  batch = random_batch(config)  # no pixel at the ignore id
   batch["image"][0, 0, 0, 0] = np.nan
   new_state, metrics = plain_step(state, {k: jnp.asarray(v) for k, v in batch.items()})
   bad = train_lib.nonfinite_terms(jax.device_get(metrics))
@@ -89,7 +78,7 @@ def test_nan_guard_keeps_the_state_and_names_the_term(step_setup, plain_step):
 def test_uncaptioned_examples_train_with_the_null_caption(step_setup, plain_step):
   """config.data.captioned_split: an example marked uncaptioned never sees its text."""
   config, _, _, state = step_setup
-  batch = _random_batch(config)
+  batch = random_batch(config)
   other = dict(batch, text=np.random.default_rng(7).normal(size=batch["text"].shape).astype(np.float32))
 
   def grad_norm(b, captioned):  # (at init the loss itself ignores the text: zero-initialised outputs)
@@ -124,7 +113,7 @@ def test_train_step_with_ignored_pixels_is_finite_and_reads_only_labelled_ones(s
   checked exactly in tests/diffusion/test_categorical.py)."""
   config, model, sched, state = step_setup
   step = plain_step
-  batch = _random_batch(config, seed=4)
+  batch = random_batch(config, seed=4)
   batch["layout"][:, :, :5] = IGNORE
   _, m1 = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
   assert np.isfinite(float(m1["loss_layout"])) and float(m1["loss_layout"]) > 0
