@@ -131,3 +131,34 @@ SAMPLER_FLAGS = ("steps", "method", "eta", "threshold", "layout_guidance", "fina
 def sampler_overrides(args: types.SimpleNamespace) -> dict[str, Any]:
   """The sampler flags that were given, as SamplerConfig fields."""
   return {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k) is not None}
+
+
+def define_cascade_flags(fv: flags.FlagValues, what: str) -> None:
+  """The super-resolution stage of a cascade (`sample`, `evaluate`); `what` ends
+  the --sr_workdir help (what the command does with the cascade)."""
+  flags.DEFINE_string("sr_workdir", None, f"A super-resolution stage after --workdir: {what}",
+                      flag_values=fv)
+  flags.DEFINE_integer("sr_step", None, "The SR stage's checkpoint step (default: the latest).",
+                       flag_values=fv)
+  flags.DEFINE_integer("sr_steps", None, "The SR stage's sampling steps (default: its config's).",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_float("sr_guidance_image", None, "The SR stage's image guidance (default: its "
+                     "config's, 1 as released).", flag_values=fv)
+  flags.DEFINE_float("sr_guidance_layout", None, "The SR stage's layout guidance (default: its "
+                     "config's).", flag_values=fv)
+  flags.DEFINE_float("lowres_level", None, "The SR stage's augmentation level of its low-res input "
+                     "(default: its config's, 0.2 as released).", flag_values=fv)
+
+
+SR_FLAGS = {"sr_steps": "steps", "sr_guidance_image": "guidance_image",
+            "sr_guidance_layout": "guidance_layout", "lowres_level": "lowres_level"}
+
+
+def sr_sampler_overrides(args: types.SimpleNamespace) -> dict[str, Any]:
+  """The SR stage's sampler flags that were given, as SamplerConfig fields; they
+  (and --sr_step) need --sr_workdir."""
+  given = {field: getattr(args, flag) for flag, field in SR_FLAGS.items()
+           if getattr(args, flag) is not None}
+  if not args.sr_workdir and (given or args.sr_step is not None):
+    raise InputError("--sr_step, --sr_steps, --sr_guidance_* and --lowres_level need --sr_workdir")
+  return given

@@ -97,15 +97,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("bootstrap", 200, "Bootstrap resamplings (0: no intervals).",
                        lower_bound=0, flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Sampling seed.", flag_values=fv)
-  flags.DEFINE_string("sr_workdir", None, "A super-resolution stage after --workdir: evaluate the "
-                      "cascade's outputs at its size, against its dataset (results under its "
-                      "workdir).", flag_values=fv)
-  flags.DEFINE_integer("sr_step", None, "The SR stage's checkpoint step (default: the latest).",
-                       flag_values=fv)
-  flags.DEFINE_integer("sr_steps", None, "The SR stage's sampling steps (default: its config's).",
-                       lower_bound=1, flag_values=fv)
-  flags.DEFINE_float("lowres_level", None, "The SR stage's augmentation level of its low-res input "
-                     "(default: its config's).", flag_values=fv)
+  cli.define_cascade_flags(fv, "evaluate the cascade's outputs at its size, against its "
+                           "dataset (results under its workdir).")
   flags.DEFINE_string("json", None, "Also write the records of every point (metrics, intervals, "
                       "sampler, key, directory of the stored samples) to this JSON file.",
                       flag_values=fv)
@@ -125,10 +118,9 @@ class Evaluation:
     self.args = args
     self.run = run_lib.load(args.workdir, step=args.step)
     self.cascade = self.sr_cfg = None
+    over = cli.sr_sampler_overrides(args)
     if args.sr_workdir:
       self.cascade = run_lib.Cascade(self.run, run_lib.load(args.sr_workdir, step=args.sr_step))
-      over = {k: v for k, v in dict(steps=args.sr_steps, lowres_level=args.lowres_level).items()
-              if v is not None}
       self.sr_cfg = sampling.SamplerConfig.from_config(self.cascade.sr.config.sample, **over)
     elif self.run.is_sr:
       raise ValueError(f"{args.workdir} is a super-resolution stage: evaluate it in its cascade "

@@ -80,20 +80,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("resample", None, "RePaint resamplings per step (known regions only).",
                        lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seed of the first sample.", flag_values=fv)
-  # The cascade: a super-resolution stage after the base stage of --workdir.
-  flags.DEFINE_string("sr_workdir", None, "A super-resolution stage's workdir: sample the cascade "
-                      "(inputs and outputs at its size; base_* files at the base size).",
-                      flag_values=fv)
-  flags.DEFINE_integer("sr_step", None, "The SR stage's checkpoint step (default: the latest).",
-                       flag_values=fv)
-  flags.DEFINE_integer("sr_steps", None, "The SR stage's sampling steps (default: its config's).",
-                       lower_bound=1, flag_values=fv)
-  flags.DEFINE_float("sr_guidance_image", None, "The SR stage's image guidance (default: its "
-                     "config's, 1 as released).", flag_values=fv)
-  flags.DEFINE_float("sr_guidance_layout", None, "The SR stage's layout guidance (default: its "
-                     "config's).", flag_values=fv)
-  flags.DEFINE_float("lowres_level", None, "The SR stage's augmentation level of its low-res input "
-                     "(default: its config's, 0.2 as released).", flag_values=fv)
+  cli.define_cascade_flags(fv, "sample the cascade (inputs and outputs at its size; base_* "
+                           "files at the base size).")
   flags.DEFINE_string("out", None, "Output directory.", required=True, flag_values=fv)
 
 
@@ -179,16 +167,13 @@ def run(args: types.SimpleNamespace) -> dict:
   print(f"Loading {args.workdir} ...", file=sys.stderr)
   r = run_lib.load(args.workdir, step=args.step)
   cascade = None
+  sr_over = cli.sr_sampler_overrides(args)
   if args.sr_workdir:
     print(f"Loading the SR stage {args.sr_workdir} ...", file=sys.stderr)
     try:
       cascade = run_lib.Cascade(r, run_lib.load(args.sr_workdir, step=args.sr_step))
     except ValueError as e:
       raise InputError(f"--sr_workdir: {e}") from None
-  elif args.sr_step is not None or any(
-      getattr(args, k) is not None for k in ("sr_guidance_image", "sr_guidance_layout", "sr_steps",
-                                             "lowres_level")):
-    raise InputError("--sr_step, --sr_steps, --sr_guidance_* and --lowres_level need --sr_workdir")
   final = cascade.sr if cascade else r  # the stage whose size the inputs and outputs have
   if final.is_sr and cascade is None:
     raise InputError(f"{args.workdir} is a super-resolution stage: give its base stage as "
@@ -223,9 +208,6 @@ def run(args: types.SimpleNamespace) -> dict:
   sr_cfg = None
   if cascade:
     # The SR stage's own settings (guidance 1, level 0.2 as released) unless given.
-    sr_over = {k: v for k, v in dict(
-        guidance_image=args.sr_guidance_image, guidance_layout=args.sr_guidance_layout,
-        steps=args.sr_steps, lowres_level=args.lowres_level).items() if v is not None}
     sr_over["resample"] = overrides["resample"]
     if "steps" in sr_over and not 1 <= sr_over["steps"] <= cascade.sr.sched.num_steps:
       raise InputError(f"--sr_steps {sr_over['steps']} not in [1, {cascade.sr.sched.num_steps}]")
