@@ -26,6 +26,12 @@ results go under <sr_workdir>/eval/cascade_<base step>_<sr step>/ (keyed by
 both checkpoints and both samplers). Evaluate the base stage alone at its own
 size without --sr_workdir.
 
+The baseline an SR stage must beat: --sr_workdir=SR --sr_baseline=bilinear
+scores the base stage's outputs for the same captions and seeds, upsampled to
+the SR size without a model (image bilinear, layout nearest-neighbour), by the
+same judges against the same reference (results under
+<sr_workdir>/eval/upsampled_<base step>/).
+
 Metrics (--metrics=a,b, default: every one whose judges are available; docs/metrics.md):
   correspondence         semantic_recall, attribute_accuracy (+ _count, _position,
                          _size, _variant; synthetic_scenes) of the generated image
@@ -99,6 +105,10 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("seed", 0, "Sampling seed.", flag_values=fv)
   cli.define_cascade_flags(fv, "evaluate the cascade's outputs at its size, against its "
                            "dataset (results under its workdir).")
+  flags.DEFINE_enum("sr_baseline", None, ["bilinear"],
+                    "With --sr_workdir: score the baseline instead of the SR stage, the base "
+                    "stage's outputs upsampled to the SR size (image bilinear, layout nearest).",
+                    flag_values=fv)
   flags.DEFINE_string("json", None, "Also write the records of every point (metrics, intervals, "
                       "sampler, key, directory of the stored samples) to this JSON file.",
                       flag_values=fv)
@@ -119,6 +129,12 @@ class Evaluation:
     self.run = run_lib.load(args.workdir, step=args.step)
     self.cascade = self.sr_cfg = None
     over = cli.sr_sampler_overrides(args)
+    if args.sr_baseline and not args.sr_workdir:
+      raise cli.InputError("--sr_baseline needs --sr_workdir (the stage whose size and data "
+                           "the baseline is scored at)")
+    if args.sr_baseline and over:
+      raise cli.InputError("--sr_baseline runs no SR model: --sr_steps, --sr_guidance_* and "
+                           "--lowres_level do not apply")
     if args.sr_workdir:
       self.cascade = run_lib.Cascade(self.run, run_lib.load(args.sr_workdir, step=args.sr_step))
       self.sr_cfg = sampling.SamplerConfig.from_config(self.cascade.sr.config.sample, **over)
@@ -144,8 +160,12 @@ class Evaluation:
       if missing:
         raise ValueError(f"--metrics {ev.name}: needs {', '.join(missing)}"
                          + (" (an image-only model has no layout)" if "layout" in missing else ""))
-    self.root = (self.final.workdir / "eval" / f"cascade_{self.run.step}_{self.final.step}"
-                 if self.cascade else self.run.workdir / "eval" / str(self.run.step))
+    if args.sr_baseline:
+      self.root = self.final.workdir / "eval" / f"upsampled_{self.run.step}"
+    elif self.cascade:
+      self.root = self.final.workdir / "eval" / f"cascade_{self.run.step}_{self.final.step}"
+    else:
+      self.root = self.run.workdir / "eval" / str(self.run.step)
 
   def sampler_config(self, guidance: float) -> sampling.SamplerConfig:
     a = self.args
@@ -163,7 +183,10 @@ class Evaluation:
                           dataset=self.final.dataset, split=self.split, batch_size=a.batch_size,
                           compute=suite.compute_identity(self.final.model.config),
                           data_dir=self.final.config.data.data_dir)
-    if self.cascade:
+    if a.sr_baseline:
+      size = [self.final.config.data.height, self.final.config.data.width]
+      key["sr"] = {"baseline": "bilinear image, nearest-neighbour layout", "size": size}
+    elif self.cascade:
       key["sr"] = {"checkpoint": str(self.cascade.sr.workdir.absolute()),
                    "step": self.cascade.sr.step, "sampler": self.sr_cfg.record(sr=True)}
     directory = suite.point_dir(self.root, key)
@@ -173,8 +196,12 @@ class Evaluation:
     t_sample, batch_seconds = 0.0, []
     if samples is None:
       cached = None  # records without their samples are not reused
-      sample_fn = ((lambda caps, seed: self.cascade.sample(caps, seed, cfg, self.sr_cfg))
-                   if self.cascade else (lambda caps, seed: self.run.sample(caps, seed=seed, cfg=cfg)))
+      if a.sr_baseline:
+        sample_fn = lambda caps, seed: self.cascade.upsampled(caps, seed, cfg)
+      elif self.cascade:
+        sample_fn = lambda caps, seed: self.cascade.sample(caps, seed, cfg, self.sr_cfg)
+      else:
+        sample_fn = lambda caps, seed: self.run.sample(caps, seed=seed, cfg=cfg)
       images, layouts = suite.generate(
           sample_fn, self.reference.captions,
           a.batch_size, a.seed, desc=f"g={cfg.guidance_image:g} sampling", batch_seconds=batch_seconds)
@@ -275,7 +302,8 @@ def run(args: types.SimpleNamespace) -> list[dict]:
   print(f"Evaluators: {', '.join(e.name for e in ev.evaluators)}; segmenter: "
         f"{ev.context.judges.segmenter_identity or 'none'}", file=sys.stderr)
   writer = metric_writers.create_default_writer(ev.final.workdir / "eval", asynchronous=False)
-  tag = f"cascade_{ev.run.step}/" if ev.cascade else ""
+  tag = (f"upsampled_{ev.run.step}/" if args.sr_baseline
+         else f"cascade_{ev.run.step}/" if ev.cascade else "")
   points = []
   for g in scales:
     cfg = ev.sampler_config(g)

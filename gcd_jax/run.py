@@ -183,6 +183,35 @@ class Cascade:
     high = self.sr.sample(captions, seed=seed, cfg=sr_cfg, known=known, lowres=lowres)
     return {**high, **{f"base_{k}": v for k, v in low.items()}}
 
+  def upsampled(self, captions: Sequence[str], seed: int, base_cfg: sampling.SamplerConfig,
+                known: dict | None = None) -> dict:
+    """The baseline the SR stage must beat: the base stage's outputs for the same
+    captions and seed as `sample`, upsampled to the SR size without a model
+    (image bilinear, layout nearest-neighbour). Known regions are pasted back
+    at the SR size, so they are kept as in `sample`."""
+    base_known = downsample_known(self.lowres, known) if known else None
+    low = self.base.sample(captions, seed=seed, cfg=base_cfg, known=base_known)
+    size = (self.sr.config.data.height, self.sr.config.data.width)
+    bilinear = dataclasses.replace(self.lowres, image_resize="antialias")  # up: bilinear
+    out = {"image": np.asarray(lowres_lib.upsample_image(bilinear, jnp.asarray(low["image"]), size))}
+    if "layout" in low:
+      out["layout"] = np.asarray(lowres_lib.upsample_layout(jnp.asarray(low["layout"]), size))
+    if known:
+      out = paste_known(out, known)
+    return {**out, **{f"base_{k}": v for k, v in low.items()}}
+
+
+def paste_known(out: dict, known: dict) -> dict:
+  """Known pixels (image where image_mask, layout where layout_mask) over `out`."""
+  out = dict(out)
+  if "image" in known:
+    m = np.asarray(known["image_mask"], bool)[..., None]
+    out["image"] = np.where(m, np.asarray(known["image"]), out["image"])
+  if "layout" in known and "layout" in out:
+    m = np.asarray(known["layout_mask"], bool)
+    out["layout"] = np.where(m, np.asarray(known["layout"]), out["layout"])
+  return out
+
 
 def load(workdir: str | pathlib.Path, *, step: int | None = None,
          allow_schedule_change: bool = False, schedule_overrides: dict | None = None) -> Run:

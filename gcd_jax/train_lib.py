@@ -99,7 +99,7 @@ def make_loss_config(config: ml_collections.ConfigDict) -> joint.LossConfig:
 
 
 def make_model(config: ml_collections.ConfigDict, scratch_vocab_size: int | None = None) -> nn.Module:
-  """The JointUNet, or the TextConditionedUNet when the text encoder trains from scratch.
+  """The denoiser (`unet.make_unet`), or the TextConditionedUNet when the text encoder trains from scratch.
 
   `scratch_vocab_size`: the vocabulary of the run's word tokenizer, needed
   (only) by a scratch encoder: `make_model(config, text.vocab_size)` with `text`
@@ -107,7 +107,7 @@ def make_model(config: ml_collections.ConfigDict, scratch_vocab_size: int | None
   """
   unet_config = unet_lib.UNetConfig.from_dict(config.model)
   if config.text.encoder != "scratch":
-    return unet_lib.JointUNet(unet_config)
+    return unet_lib.make_unet(unet_config)
   if not scratch_vocab_size:
     raise ValueError("config.text.encoder='scratch' needs the tokenizer's vocabulary size: "
                      "make_model(config, text.vocab_size), text = text_conditioning.make_text(...)")

@@ -135,3 +135,45 @@ def test_evaluate_scores_the_cascade_at_the_sr_size(tiny_run_dir, sr_run):
   assert other["directory"] != point["directory"]
   # An SR stage alone is refused (it needs its base stage).
   assert evaluate.main([f"--workdir={sr_dir}", "--num_samples=4"]) == 2
+
+
+def _bilinear_up(x, size):
+  """Half-pixel-centred bilinear resize of [B, h, w, C], edges clamped: the closed form."""
+  for axis, n_out in ((1, size[0]), (2, size[1])):
+    n_in = x.shape[axis]
+    src = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    lo = np.floor(src).astype(int)
+    frac = (src - lo).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+    a = np.take(x, np.clip(lo, 0, n_in - 1), axis=axis)
+    b = np.take(x, np.clip(lo + 1, 0, n_in - 1), axis=axis)
+    x = a * (1 - frac) + b * frac
+  return x
+
+
+def test_the_sr_baseline_is_the_base_stage_upsampled_and_scored_alike(tiny_run_dir, sr_run):
+  from gcd_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from gcd_jax import visualize  # pylint: disable=g-import-not-at-top
+  _, sr_dir, _ = sr_run
+  argv = [f"--workdir={tiny_run_dir}", f"--sr_workdir={sr_dir}", "--num_samples=4",
+          "--batch_size=2", "--steps=3", "--bootstrap=0", "--guidance=2",
+          "--metrics=correspondence,layout_correspondence", "--sr_baseline=bilinear"]
+  args = evaluate.parse_args(argv)
+  [point] = evaluate.run(args)
+  assert pathlib.Path(point["directory"]).is_relative_to(sr_dir / "eval" / "upsampled_2")
+  assert point["sr"] == {"baseline": "bilinear image, nearest-neighbour layout", "size": [32, 32]}
+  stored = np.load(pathlib.Path(point["directory"]) / "samples.npz")
+  assert stored["images"].shape == (4, 32, 32, 3) and stored["layouts"].shape == (4, 32, 32)
+  # The same captions and seeds as the cascade's base stage, upsampled without a model.
+  ev = evaluate.Evaluation(args)
+  cfg = ev.sampler_config(2.0)
+  for start in (0, 2):
+    low = ev.cascade.base.sample(ev.reference.captions[start:start + 2], seed=start, cfg=cfg)
+    want = visualize.to_uint8(_bilinear_up(np.asarray(low["image"], np.float64), (32, 32)))
+    got = stored["images"][start:start + 2]
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    np.testing.assert_array_equal(stored["layouts"][start:start + 2],
+                                  np.repeat(np.repeat(low["layout"], 2, 1), 2, 2))
+  for name in ("semantic_recall", "layout_semantic_recall"):
+    assert np.isfinite(point["metrics"][name])
+  assert evaluate.main(argv + ["--lowres_level=0.5"]) == 2  # no SR model runs
+  assert evaluate.main([a for a in argv if not a.startswith("--sr_workdir")]) == 2

@@ -6,6 +6,7 @@ from ml_collections import config_flags
 
 from gcd_jax import cli
 from gcd_jax import config_base
+from gcd_jax import convert_gcdp
 from gcd_jax import evaluate
 from gcd_jax import prepare
 from gcd_jax import sample
@@ -15,7 +16,8 @@ from gcd_jax.experiments import outpainting
 from gcd_jax.experiments import paper_claim
 from gcd_jax.models import summary
 
-COMMANDS = [sample, evaluate, prepare, segnet, summary, clustering, outpainting, paper_claim]
+COMMANDS = [sample, evaluate, prepare, segnet, summary, clustering, outpainting, paper_claim,
+            convert_gcdp]
 
 
 @pytest.mark.parametrize("module", COMMANDS, ids=lambda m: m.__name__)

@@ -14,9 +14,10 @@ the TensorFlow graph TFDS uses to encode numpy arrays) and handed to the
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -182,6 +183,80 @@ def read_caption_lines(path: str) -> list[str]:
   if not captions:
     raise BuildError(f"{path}: caption file has no non-empty line.")
   return captions
+
+
+def read_caption_jsonl(path: str, id_of: Callable[[str], str] = lambda name: name
+                       ) -> dict[str, list[str]]:
+  """{image id: captions} from a JSON-lines caption file, one image per line.
+
+  Two line formats: ours, {"id": ..., "captions": [...]}, and the one GCDP
+  releases (data/caption_files/*/*_captions.jsonl), {"file_name": ..., "text":
+  [...] or "..."}, whose file name `id_of` turns into an id. An image listed twice
+  is an error naming both lines.
+  """
+  try:
+    f = open(path, encoding="utf-8")
+  except OSError as e:
+    raise BuildError(f"{path}: cannot read caption file ({e}).") from e
+  captions, first_line = {}, {}
+  with f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      where = f"{path}:{lineno}"
+      try:
+        entry = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise BuildError(f"{where}: not valid JSON ({e}).") from e
+      if isinstance(entry, dict) and "file_name" in entry:
+        key, caps = entry.get("file_name"), entry.get("text")
+        key = id_of(key) if isinstance(key, str) else None
+        caps = [caps] if isinstance(caps, str) else caps
+      else:
+        key = entry.get("id") if isinstance(entry, dict) else None
+        caps = entry.get("captions") if isinstance(entry, dict) else None
+      if (not isinstance(key, str) or not isinstance(caps, list) or not caps
+          or not all(isinstance(c, str) and c.strip() for c in caps)):
+        raise BuildError(f'{where}: expected {{"file_name": "...", "text": ["non-empty", ...]}}'
+                         ' (as GCDP releases) or {"id": "...", "captions": ["non-empty", ...]}.')
+      if key in captions:
+        raise BuildError(f"{where}: image {key!r} is listed again (first at line "
+                         f"{first_line[key]}); give each image one line.")
+      captions[key], first_line[key] = [c.strip() for c in caps], lineno
+  return captions
+
+
+def subset_splits(train: Sequence[str], subsets: dict[int, Sequence[str]], seed: int,
+                  where: str) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
+  """The train order, extra splits and aliases of low-data subsets given as id lists.
+
+  `subsets` maps a percentage (25, 50) to the ids of that subset, e.g. the ones
+  GCDP's 25_captions.jsonl lists. Nested subsets (25 inside 50 inside train) are
+  stored once: train is ordered 25-subset first, then the rest of the 50-subset,
+  then the rest, each part in a seeded order, and train_25 / train_50 alias
+  "train[:N]". Subsets that are not nested become splits of their own (their
+  examples are stored again). Returns (train order, {split: ids}, aliases).
+  """
+  train_set = set(train)
+  for p, ids in subsets.items():
+    outside = sorted(set(ids) - train_set)
+    if outside:
+      raise BuildError(f"{where}: the {p} % subset lists id(s) {outside[:5]} that are not in "
+                       "the training set.")
+  percents = sorted(subsets)
+  sets = [set(subsets[p]) for p in percents]
+  nested = all(a <= b for a, b in zip(sets, sets[1:]))
+  aliases = {"train_100": "train"}
+  if nested:
+    order, done = [], set()
+    for p, ids in zip(percents, sets):
+      order += seeded_permutation(ids - done, seed)
+      done |= ids
+      aliases[f"train_{p}"] = f"train[:{len(done)}]"
+    order += seeded_permutation(train_set - done, seed)
+    return order, {}, aliases
+  extra = {f"train_{p}": seeded_permutation(subsets[p], seed) for p in percents}
+  return seeded_permutation(train, seed), extra, aliases
 
 
 class _ListUnpickler(pickle.Unpickler):

@@ -45,5 +45,5 @@ class TextConditionedUNet(nn.Module):
         num_layers=self.text.num_layers, num_heads=self.text.num_heads,
         max_length=self.text.max_length, dropout_rate=self.text.dropout,
         name="text_encoder")(text_tokens, text_mask, deterministic=not train)
-    return unet_lib.JointUNet(self.config, name="unet")(
+    return unet_lib.make_unet(self.config, name="unet")(
         x_t, y_t, log_snr, emb, mask, train=train, **kwargs)

@@ -109,6 +109,18 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   return jnp.dot(patches, kernel, precision=precision)
 
 
+def fourier_features(x: jax.Array, freqs: jax.Array) -> jax.Array:
+  """[B] -> [B, 1 + 2F]: x, sin(2 pi x f), cos(2 pi x f) for F learned frequencies, in float32.
+
+  Keeping x itself lets the next layer see a monotone function of the noise
+  level; sin/cos of large arguments are evaluated in float32 even for bfloat16
+  models. (Imagen's learned sinusoidal embedding, in its order.)
+  """
+  x = x.astype(jnp.float32)[:, None]  # [B, 1]
+  angles = 2 * math.pi * x * freqs.astype(jnp.float32)[None, :]  # [B, F]
+  return jnp.concatenate([x, jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
 class LogSnrEmbedding(nn.Module):
   """Learned Fourier features of a log-SNR, then an MLP (Imagen's time embedding).
 
@@ -125,13 +137,9 @@ class LogSnrEmbedding(nn.Module):
   @nn.compact
   def __call__(self, log_snr: jax.Array) -> jax.Array:
     """log_snr: [B] float -> [B, features] in the compute dtype."""
-    x = log_snr.astype(jnp.float32)[:, None] / LOG_SNR_SCALE  # [B, 1]
     freqs = self.param("frequencies", nn.initializers.normal(1.0),
                        (self.fourier_dim // 2,), self.param_dtype)
-    # sin/cos of large arguments must be evaluated in float32 even for bf16 models.
-    angles = 2 * math.pi * x * freqs.astype(jnp.float32)[None, :]  # [B, D_f/2]
-    # Keeping x itself lets the MLP see a monotone function of the noise level.
-    h = jnp.concatenate([x, jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    h = fourier_features(log_snr.astype(jnp.float32) / LOG_SNR_SCALE, freqs)
     dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     h = nn.silu(dense(self.features, "dense_0")(h))
     return dense(self.features, "dense_1")(h)

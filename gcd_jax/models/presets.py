@@ -10,6 +10,10 @@
   paper_sr    the super-resolution stage of the cascade, as released (SRJointUnet):
               paper_base without self-attention in the levels, cross-attention on the
               lowest level only, lowres_cond on.
+  gcdp_base   the released base network itself (arch "imagen": PerceiverResampler, time
+              tokens, ...), into which `python -m gcd_jax.convert_gcdp` loads the
+              authors' weights: BaseJointUnet with train.py's overrides, K = 19.
+  gcdp_sr     the released SR network (SRJointUnet), K = 19.
   reference   the released JointUnet at its benchmark size (dim 64, mults 1-2-4), the
               architecture our speed is compared at (benchmarks/train_step.py).
 
@@ -116,8 +120,41 @@ def reference() -> UNetConfig:
       text_dim=256, text_proj_dim=64, num_null_text_tokens=4)
 
 
+def gcdp_base() -> UNetConfig:
+  """The released base network (BaseJointUnet with the overrides of train.py), exactly.
+
+  imagen-pytorch's U-Net with a layout side (`gcd_jax.models.imagen_unet`): dim
+  128, mults (1, 2, 4, 8), residual blocks (2, 4, 8, 8), self- and cross-
+  attention on levels 2-4, 8 heads x 64, feed-forward x2, the memory-efficient
+  arrangement, a 3-channel layout embedding, T5-large text (1024) projected to
+  128, 2 time tokens, 32 + 4 text latents, 256 text positions, FiLM width 512.
+  Both base_128x128 (CelebA, K = 19) and base_128x256 (Cityscapes, K = 20).
+  """
+  return UNetConfig(
+      arch="imagen", num_classes=19, layout_embed_dim=3,
+      dim=128, channel_mults=(1, 2, 4, 8), num_res_blocks=(2, 4, 8, 8),
+      self_attention=(False, True, True, True), cross_attention=(False, True, True, True),
+      mid_attention=True, num_heads=8, head_dim=64, ff_mult=2, dropout=0.0,
+      norm_groups=8, downsample_first=True, time_embed_dim=512,
+      text_dim=1024, text_proj_dim=128, num_time_tokens=2, num_text_latents=32,
+      max_text_len=256)
+
+
+def gcdp_sr() -> UNetConfig:
+  """The released SR network (SRJointUnet with train.py's defaults), exactly.
+
+  gcdp_base's widths and depths, no self-attention in the levels (the middle
+  block keeps it), cross-attention on the lowest level only, the low-res image
+  and layout in (and again before the output convolutions), FiLM width 1024.
+  """
+  return dataclasses.replace(
+      gcdp_base(), self_attention=False, cross_attention=(False, False, False, True),
+      lowres_cond=True, time_embed_dim=1024)
+
+
 PRESETS = {"tiny": tiny, "shapes": shapes, "shapes_sr": shapes_sr, "paper_base": paper_base,
-           "paper_sr": paper_sr, "reference": reference}
+           "paper_sr": paper_sr, "reference": reference, "gcdp_base": gcdp_base,
+           "gcdp_sr": gcdp_sr}
 
 
 def get_preset(name: str, **overrides: Any) -> UNetConfig:

@@ -23,7 +23,7 @@ from flax import traverse_util
 
 from gcd_jax import cli
 from gcd_jax.models import presets
-from gcd_jax.models.unet import JointUNet, UNetConfig, example_inputs
+from gcd_jax.models.unet import UNetConfig, example_inputs, make_unet
 
 
 def param_shapes(config: UNetConfig, height: int = 32, width: int = 32,
@@ -35,7 +35,7 @@ def param_shapes(config: UNetConfig, height: int = 32, width: int = 32,
   """
   args, kwargs = example_inputs(config, 1, height, width, text_len)
   variables = jax.eval_shape(
-      lambda a, kw: JointUNet(config).init(jax.random.key(0), *a, **kw), args, kwargs)
+      lambda a, kw: make_unet(config).init(jax.random.key(0), *a, **kw), args, kwargs)
   return variables["params"]
 
 
@@ -56,7 +56,7 @@ def params_per_module(params: Any, depth: int = 1) -> dict[str, int]:
 def forward_flops(config: UNetConfig, batch: int, height: int, width: int,
                   text_len: int) -> float:
   """FLOPs of one inference forward pass, from XLA's compiled cost analysis."""
-  model = JointUNet(config)
+  model = make_unet(config)
   params = param_shapes(config, height, width, text_len)
   args, kwargs = example_inputs(config, batch, height, width, text_len)
   fn = jax.jit(lambda p, a, kw: model.apply({"params": p}, *a, **kw))

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
   import ml_collections
 
 DTYPES = ("float32", "bfloat16", "float16")
+ARCHS = ("gcd", "imagen")
 
 
 def _per_level(value, n: int, name: str, kind):
@@ -130,6 +131,15 @@ class UNetConfig:
   self_condition_layout: bool = False
   lowres_cond: bool = False  # super-resolution stage: low-res image/layout + augmentation level
 
+  # The network. "gcd": this module's U-Net. "imagen": the released GCDP network
+  # (imagen-pytorch's, `gcd_jax.models.imagen_unet`), which loads the authors'
+  # weights; it also reads the three fields below and the ones above except
+  # dropout, self-conditioning and num_null_text_tokens.
+  arch: str = "gcd"
+  num_time_tokens: int = 2  # time tokens in the cross-attention context (imagen)
+  num_text_latents: int = 32  # PerceiverResampler latents, plus 4 mean-pooled (imagen)
+  max_text_len: int = 256  # text positions, padded with null tokens or cut (imagen)
+
   # Numerics and memory.
   # Compute dtype; "auto": bfloat16 on GPU and TPU (float32 parameters, norms,
   # attention softmax and losses), float32 on CPU, where bfloat16 convolutions
@@ -166,6 +176,16 @@ class UNetConfig:
       raise ValueError(f"UNetConfig.num_res_blocks={self.num_res_blocks}; need >= 1 per level.")
     if self.fourier_dim % 2:
       raise ValueError(f"UNetConfig.fourier_dim={self.fourier_dim} must be even (sin and cos).")
+    if self.arch not in ARCHS:
+      raise ValueError(f"UNetConfig.arch={self.arch!r}; expected one of {ARCHS}.")
+    if self.arch == "imagen":
+      unsupported = {"downsample_first=False": not self.downsample_first,
+                     "num_classes=0": not self.has_layout, "dropout > 0": self.dropout > 0,
+                     "self-conditioning": self.self_condition_image or self.self_condition_layout}
+      bad = [k for k, v in unsupported.items() if v]
+      if bad:
+        raise ValueError(f"UNetConfig.arch='imagen' (the released GCDP network) does not build "
+                         f"{', '.join(bad)}; the released models have none of these.")
     if self.num_null_text_tokens < 1:
       raise ValueError(
           "UNetConfig.num_null_text_tokens must be >= 1 (keeps attention rows non-empty).")
@@ -265,6 +285,16 @@ def example_inputs(config: UNetConfig, batch: int, height: int, width: int, text
     if config.has_layout:
       kwargs["lowres_layout"] = layout
   return args, kwargs
+
+
+def make_unet(config: UNetConfig | Mapping[str, Any] | ml_collections.ConfigDict,
+              name: str | None = None) -> nn.Module:
+  """The denoiser `config.arch` names: `JointUNet`, or `ImagenJointUNet` for "imagen"."""
+  config = as_unet_config(config)
+  if config.arch == "imagen":
+    from gcd_jax.models import imagen_unet  # pylint: disable=g-import-not-at-top
+    return imagen_unet.ImagenJointUNet(config, name=name)
+  return JointUNet(config, name=name)
 
 
 class JointUNet(nn.Module):

@@ -400,6 +400,82 @@ def test_celeba_bad_input(tmp_path, case):
                          *expected)
 
 
+def _write_official_celeba(root, subsets):
+  """The released form: .JPG names zero-padded, merged masks in
+  CelebAMask-HQ-mask-anno/preprocessed/, GCDP's caption_files/{p}_captions.jsonl
+  ({"file_name", "text"}), and captions for the test images only in celeba-caption/."""
+  truth = _write_celeba(root, split_lists=False, merged=True)
+  os.makedirs(f"{root}/CelebAMask-HQ-mask-anno", exist_ok=True)
+  os.rename(f"{root}/CelebAMask-HQ-mask", f"{root}/CelebAMask-HQ-mask-anno/preprocessed")
+  for i in CELEBA_IDS:
+    os.rename(f"{root}/CelebA-HQ-img/{i}.jpg", f"{root}/CelebA-HQ-img/{int(i):05d}.JPG")
+  os.makedirs(f"{root}/caption_files")
+  for p, ids in subsets.items():
+    with open(f"{root}/caption_files/{p}_captions.jsonl", "w") as f:
+      for i in ids:
+        f.write(json.dumps({"file_name": f"{i}.jpg", "text": [f"official {i} a", f"official {i} b"]})
+                + "\n")
+  for i in subsets[100]:
+    os.remove(f"{root}/celeba-caption/{i}.txt")  # captions of the training set: the jsonl's
+  return truth
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_celeba_official_caption_files_and_exact_subsets(tmp_path, nested):
+  train = ["0", "1", "2", "2000"]
+  subsets = ({25: ["2"], 50: ["2", "0"], 100: train} if nested
+             else {25: ["2"], 50: ["0", "1"], 100: train})
+  truth = _write_official_celeba(str(tmp_path / "src"), subsets)
+  config = _celeba_config(f"official{int(nested)}")
+  _build(celeba.MmCelebaHq, config, tmp_path / "data", tmp_path / "src")
+  # Read back from disk, as training does: the aliases were written with the dataset.
+  builder = celeba.MmCelebaHq(config=config, data_dir=str(tmp_path / "data"),
+                              file_format="array_record")
+  got = _read_split(builder, "train")
+  assert sorted(got) == sorted(train)
+  for i, ex in got.items():
+    assert ex["captions"] == [f"official {i} a", f"official {i} b"]
+    np.testing.assert_array_equal(ex["layout"], truth[i][1])  # preprocessed/{id}.png as is
+  # The test split: every other image with a caption file of its own.
+  assert _ids_in_order(builder, "test") == ["3", "2001"]
+  assert _read_split(builder, "test")["3"]["captions"] == truth["3"][2]
+  aliases = builder.info.metadata["split_aliases"]
+  from gcd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  for p in (25, 50):
+    split = pipeline.resolve_split(builder, f"train_{p}")
+    assert sorted(_ids_in_order(builder, split)) == sorted(subsets[p]), (p, split)
+  assert sorted(_ids_in_order(builder, aliases["train_100"])) == sorted(train)
+  if nested:  # stored once: the subsets are prefixes of train
+    assert aliases["train_25"] == "train[:1]" and aliases["train_50"] == "train[:2]"
+    assert set(builder.info.splits) == {"train", "test"}
+  else:  # splits of their own
+    assert set(builder.info.splits) == {"train", "train_25", "train_50", "test"}
+
+
+@pytest.mark.parametrize("case", ["duplicate", "unknown_image", "no_100", "bad_line"])
+def test_celeba_official_caption_files_bad_input(tmp_path, case):
+  src = tmp_path / "src"
+  _write_official_celeba(str(src), {100: ["0", "1", "2", "2000"]})
+  path = src / "caption_files" / "100_captions.jsonl"
+  if case == "duplicate":
+    with open(path, "a") as f:
+      f.write(json.dumps({"file_name": "00001.jpg", "text": ["again"]}) + "\n")
+    expected = [f"{path}:5", "'1' is listed again", "line 2"]
+  elif case == "unknown_image":
+    with open(path, "a") as f:
+      f.write(json.dumps({"file_name": "777.jpg", "text": ["who"]}) + "\n")
+    expected = [path, "777"]
+  elif case == "no_100":
+    os.rename(path, src / "caption_files" / "25_captions.jsonl")
+    expected = [src / "caption_files", "no 100_captions.jsonl"]
+  elif case == "bad_line":
+    with open(path, "a") as f:
+      f.write(json.dumps({"file_name": "3.jpg", "text": []}) + "\n")
+    expected = [f"{path}:5", "non-empty"]
+  _assert_failed_cleanly(celeba.MmCelebaHq, _celeba_config(case), tmp_path / "data", src,
+                         *expected)
+
+
 def test_celeba_split_list_pickle_is_restricted(tmp_path):
   class Evil:
     def __reduce__(self):
@@ -534,6 +610,31 @@ def test_cityscapes_jsonl_captions_and_resize(tmp_path):
     assert ex["image"].shape == (8, 16, 3)
     want = np.asarray(Image.fromarray(truth[stem][1]).resize((16, 8), Image.NEAREST))
     np.testing.assert_array_equal(ex["layout"], want)
+
+
+def test_cityscapes_official_caption_file(tmp_path):
+  """GCDP's data/caption_files/cityscapes/100_captions.jsonl, as released."""
+  src = tmp_path / "src"
+  truth = _write_cityscapes(str(src))
+  os.makedirs(src / "caption_files")
+  with open(src / "caption_files" / "100_captions.jsonl", "w") as f:
+    for stem in truth:
+      f.write(json.dumps({"file_name": f"{stem}_leftImg8bit.png",
+                          "text": [f"official {stem}", "two"]}) + "\n")
+  builder = _build(cs.CityscapesText, cs.CityscapesTextConfig(name="official", size=None),
+                   tmp_path / "data", src)
+  got = {**_read_split(builder, "train"), **_read_split(builder, "val")}
+  assert set(got) == set(truth)
+  for stem, ex in got.items():
+    assert ex["captions"] == [f"official {stem}", "two"]
+  # Both caption files at once is ambiguous; a duplicate line is an error naming both lines.
+  with open(src / "caption_files" / "100_captions.jsonl", "a") as f:
+    f.write(json.dumps({"file_name": "lindau_000000_000019_leftImg8bit.png", "text": ["x"]}) + "\n")
+  _assert_failed_cleanly(cs.CityscapesText, cs.CityscapesTextConfig(name="dup", size=None),
+                         tmp_path / "data2", src, "100_captions.jsonl:6", "listed again", "line 5")
+  (src / "captions.jsonl").write_text("")
+  _assert_failed_cleanly(cs.CityscapesText, cs.CityscapesTextConfig(name="both", size=None),
+                         tmp_path / "data3", src, "both exist")
 
 
 @pytest.mark.parametrize("case", ["bad_label_id", "size_mismatch", "no_label", "jsonl_missing",

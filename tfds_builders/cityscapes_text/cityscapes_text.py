@@ -8,6 +8,9 @@ and gtFine_trainvaltest.zip from cityscapes-dataset.com, unzipped)::
     gtFine/{train,val}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png
     captions.jsonl      optional: {"id": "{city}_{seq}_{frame}", "captions": ["...", ...]}
                         one line per image of train and val
+      or caption_files/100_captions.jsonl
+                        GCDP's released captions as they are: {"file_name":
+                        "{city}_{seq}_{frame}_leftImg8bit.png", "text": ["...", ...]}
 
 Layouts: Cityscapes label ids mapped to the 19 standard train ids (road 0 ...
 bicycle 18) and every other label id (void classes, 255) to "unlabeled" = 19,
@@ -34,7 +37,6 @@ The test split has no public labels and is not built.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -162,13 +164,14 @@ class CityscapesText(tfds.core.GeneratorBasedBuilder):
     root = build_utils.require_dir(dl_manager.manual_dir, "cityscapes_text manual")
     cfg = self.builder_config
     pairs = {split: find_pairs(root, split) for split in SPLITS}
-    captions = read_captions_jsonl(os.path.join(root, "captions.jsonl"))
+    captions_path = find_captions(root)
+    captions = read_captions_jsonl(captions_path) if captions_path else None
     if captions is not None:
       for split, items in pairs.items():
         for item in items:
           if item["id"] not in captions:
             raise BuildError(f"{item['image']}: image without captions (no line with id"
-                             f" {item['id']!r} in {os.path.join(root, 'captions.jsonl')}).")
+                             f" {item['id']!r} in {captions_path}).")
     order = {item["id"]: item for item in pairs["train"]}
     pairs["train"] = [order[i] for i in build_utils.seeded_permutation(order, cfg.seed)]
     return {split: self._generate_examples(items, captions) for split, items in pairs.items()}
@@ -213,24 +216,25 @@ def find_pairs(root: str, split: str) -> list[dict]:
 
 
 def read_captions_jsonl(path: str) -> dict[str, list[str]] | None:
-  """{image id: captions} from a jsonl file, or None when there is none."""
+  """{image id: captions} from a jsonl file (ours or GCDP's format), or None when there is none."""
   if not os.path.exists(path):
     return None
-  captions = {}
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{lineno}"
-      try:
-        entry = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise BuildError(f"{where}: not valid JSON ({e}).") from e
-      caps = entry.get("captions") if isinstance(entry, dict) else None
-      if (not isinstance(entry, dict) or not isinstance(entry.get("id"), str)
-          or not isinstance(caps, list) or not caps
-          or not all(isinstance(c, str) and c.strip() for c in caps)):
-        raise BuildError(f'{where}: expected {{"id": "{{city}}_{{seq}}_{{frame}}", "captions":'
-                         ' ["non-empty", ...]}.')
-      captions[entry["id"]] = [c.strip() for c in caps]
-  return captions
+  return build_utils.read_caption_jsonl(path, image_id)
+
+
+def image_id(file_name: str) -> str:
+  """"aachen_000000_000019_leftImg8bit.png" (GCDP's caption files) -> "aachen_000000_000019"."""
+  name = os.path.basename(file_name)
+  return name[: -len("_leftImg8bit.png")] if name.endswith("_leftImg8bit.png") else (
+      os.path.splitext(name)[0])
+
+
+def find_captions(root: str) -> str | None:
+  """The caption file of a manual dir: captions.jsonl, or GCDP's released
+  caption_files/100_captions.jsonl; both is ambiguous."""
+  ours, official = (os.path.join(root, "captions.jsonl"),
+                    os.path.join(root, "caption_files", "100_captions.jsonl"))
+  found = [p for p in (ours, official) if os.path.exists(p)]
+  if len(found) == 2:
+    raise BuildError(f"{ours} and {official} both exist: keep the one to build with.")
+  return found[0] if found else None

@@ -4,12 +4,18 @@ Read from `manual_dir` (never downloaded)::
 
   manual_dir/
     CelebA-HQ-img/{id}.jpg                      30,000 RGB images, 1024x1024, id 0..29999
+                                                (.jpg or .JPG, ids zero-padded or not)
     CelebAMask-HQ-mask-anno/{k}/{id:05d}_{part}.png
                                                 per-part masks, 512x512; folder k holds
                                                 ids 2000k .. 2000k+1999; non-zero = part
       or CelebAMask-HQ-mask/{id}.png            already merged 19-class masks (used
-                                                instead of the parts when present)
+      or CelebAMask-HQ-mask-anno/preprocessed/{id}.png   instead of the parts when
+                                                present; the second is where GCDP's
+                                                code reads its merged masks)
     celeba-caption/{id}.txt                     captions, one per line (10 per image)
+    caption_files/{25,50,100}_captions.jsonl    optional: GCDP's released captions as
+                                                they are ({"file_name": "{id}.jpg",
+                                                "text": [...]}); see "Official subsets"
     train/filenames.pickle, test/filenames.pickle   optional: the MM-CelebA-HQ split,
       or train.txt, test.txt                        pickled lists / one id per line
 
@@ -32,10 +38,20 @@ with nearest neighbour. Resizing at build time keeps "256" at ~4 GB instead of
 Splits: train (in a seeded random order, so the GCDP low-data subsets
 MM CelebA-HQ-25/50/100 are the split aliases train_25 = train[:25%],
 train_50 = train[:50%], train_100 = train), test.
+
+Official subsets: with caption_files/100_captions.jsonl, the training set is
+the images that file lists, with its captions (the images' .txt files are not
+needed); 25_captions.jsonl and 50_captions.jsonl, when present, make train_25
+and train_50 exactly the paper's subsets instead of seeded prefixes. Nested
+subsets are stored once (train is ordered 25 %, then the rest of 50 %, then the
+rest; the aliases are train[:N]); otherwise they are splits of their own. The
+test split is the test list when given, else every other image that has a
+celeba-caption/{id}.txt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -69,7 +85,8 @@ CLASSES = LayoutClasses(
 
 IMAGES_DIR = "CelebA-HQ-img"
 PARTS_DIR = "CelebAMask-HQ-mask-anno"
-MERGED_DIR = "CelebAMask-HQ-mask"
+MERGED_DIRS = ("CelebAMask-HQ-mask", os.path.join("CelebAMask-HQ-mask-anno", "preprocessed"))
+CAPTION_FILES_DIR = "caption_files"
 CAPTIONS_DIR = "celeba-caption"
 IDS_PER_PART_FOLDER = 2000
 DEFAULT_TEST_FRACTION = 0.2
@@ -118,28 +135,38 @@ class MmCelebaHq(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     root = build_utils.require_dir(dl_manager.manual_dir, "mm_celeba_hq manual")
     cfg = self.builder_config
-    splits = plan_splits(root, cfg.test_fraction, cfg.seed)
-    return {name: self._generate_examples(root, ids) for name, ids in splits.items()}
+    plan = plan_splits(root, cfg.test_fraction, cfg.seed)
+    if plan.aliases:
+      self.info.metadata.update(build_utils.layout_classes_metadata(
+          CLASSES, split_aliases=plan.aliases))
+    return {name: self._generate_examples(root, plan, ids) for name, ids in plan.splits.items()}
 
-  def _generate_examples(self, root: str, ids: list[str]):
+  def _generate_examples(self, root: str, plan: SplitPlan, ids: list[str]):
     size = (self.builder_config.size,) * 2
-    merged_dir = os.path.join(root, MERGED_DIR)
-    use_merged = os.path.isdir(merged_dir)
+    merged_dir = merged_masks_dir(root)
     for key, example_id in enumerate(ids):
-      image_path = os.path.join(root, IMAGES_DIR, f"{example_id}.jpg")
+      image_path = plan.images[example_id]
       image = build_utils.read_image(image_path, draft_size=(2 * size[1], 2 * size[0]))
-      if use_merged:
+      if merged_dir:
         layout_path = os.path.join(merged_dir, f"{example_id}.png")
         layout = build_utils.read_layout(layout_path)
         build_utils.check_layout_values(layout, CLASSES, layout_path)
       else:
         layout, layout_path = merge_part_masks(os.path.join(root, PARTS_DIR), example_id)
       _check_same_aspect(image, layout, image_path, layout_path)
-      captions = build_utils.read_caption_lines(
+      captions = plan.captions.get(example_id) or build_utils.read_caption_lines(
           os.path.join(root, CAPTIONS_DIR, f"{example_id}.txt"))
       yield key, build_utils.make_example(
           build_utils.resize_image(image, size), build_utils.resize_layout(layout, size),
           captions, example_id)
+
+
+def merged_masks_dir(root: str) -> str | None:
+  """The directory of merged 19-class masks, if the manual dir has one."""
+  found = [d for d in MERGED_DIRS if os.path.isdir(os.path.join(root, d))]
+  if len(found) > 1:
+    raise BuildError(f"{root}: both {found[0]} and {found[1]} hold merged masks; keep one.")
+  return os.path.join(root, found[0]) if found else None
 
 
 def _check_same_aspect(image, layout, image_path, layout_path):
@@ -202,26 +229,61 @@ def _find_split_lists(root: str) -> tuple[str, str] | None:
   return None
 
 
-def plan_splits(root: str, test_fraction: float, seed: int) -> dict[str, list[str]]:
-  """{"train": ids in a seeded random order, "test": ids in order}."""
+@dataclasses.dataclass
+class SplitPlan:
+  """What to build: ids per split, each id's image file, captions given by caption
+  files ({} when they come from celeba-caption/), and split aliases ({}: the default)."""
+
+  splits: dict[str, list[str]]
+  images: dict[str, str]
+  captions: dict[str, list[str]]
+  aliases: dict[str, str]
+
+
+def _celeba_id(name: str) -> str:
+  """"00012.jpg", "12.JPG", "12" -> "12"."""
+  stem = os.path.splitext(os.path.basename(name))[0]
+  return str(int(stem)) if stem.isdigit() else stem
+
+
+def _official_captions(root: str) -> dict[int, dict[str, list[str]]]:
+  """{percent: {id: captions}} of GCDP's caption_files/{p}_captions.jsonl present."""
+  out = {}
+  for p in build_utils.SUBSET_PERCENTS:
+    path = os.path.join(root, CAPTION_FILES_DIR, f"{p}_captions.jsonl")
+    if os.path.exists(path):
+      out[p] = build_utils.read_caption_jsonl(path, _celeba_id)
+  if out and 100 not in out:
+    raise BuildError(f"{os.path.join(root, CAPTION_FILES_DIR)}: has {sorted(out)} % caption "
+                     "files but no 100_captions.jsonl (the training set).")
+  return out
+
+
+def plan_splits(root: str, test_fraction: float, seed: int) -> SplitPlan:
+  """The splits: train in a seeded random order (or the official subsets' order), test in order."""
   images_dir = build_utils.require_dir(os.path.join(root, IMAGES_DIR), "CelebA-HQ images")
-  build_utils.require_dir(os.path.join(root, CAPTIONS_DIR), "MM-CelebA-HQ captions")
-  if not os.path.isdir(os.path.join(root, MERGED_DIR)):
+  official = _official_captions(root)
+  if not official:
+    build_utils.require_dir(os.path.join(root, CAPTIONS_DIR), "MM-CelebA-HQ captions")
+  if merged_masks_dir(root) is None:
     build_utils.require_dir(os.path.join(root, PARTS_DIR), "CelebAMask-HQ part masks")
-  available = set()
+  images = {}
   for name in os.listdir(images_dir):
     stem, ext = os.path.splitext(name)
     if ext.lower() == ".jpg":
       if not stem.isdigit():
         raise BuildError(f"{os.path.join(images_dir, name)}: CelebA-HQ image names are numeric"
                          " ids ({id}.jpg).")
-      available.add(str(int(stem)))
-  if not available:
+      key = str(int(stem))
+      if key in images:
+        raise BuildError(f"{images[key]} and {os.path.join(images_dir, name)} are both image {key}.")
+      images[key] = os.path.join(images_dir, name)
+  if not images:
     raise BuildError(f"{images_dir}: no {{id}}.jpg images.")
+  available = set(images)
   lists = _find_split_lists(root)
-  if lists is None:
-    train, test = build_utils.seeded_holdout(available, test_fraction, seed)
-  else:
+  test = None
+  if lists is not None:
     # Ids listed as "12", "00012" or "12.jpg" all name CelebA-HQ-img/12.jpg.
     train, test = ([str(int(i)) if i.isdigit() else i for i in build_utils.read_id_list(p)]
                    for p in lists)
@@ -232,6 +294,31 @@ def plan_splits(root: str, test_fraction: float, seed: int) -> dict[str, list[st
     both = set(train) & set(test)
     if both:
       raise BuildError(f"{lists[0]} and {lists[1]} share id(s) {sorted(both)[:5]}.")
-  splits = {"train": build_utils.seeded_permutation(train, seed),
-            "test": build_utils.natural_sorted(test)}
-  return {k: v for k, v in splits.items() if v}
+  captions, aliases, extra = {}, {}, {}
+  if official:
+    where = os.path.join(root, CAPTION_FILES_DIR, "100_captions.jsonl")
+    missing = sorted(set(official[100]) - available)
+    if missing:
+      raise BuildError(f"{where}: lists image(s) {missing[:5]} with no file in {images_dir}.")
+    listed_test = set(test or ())
+    if listed_test & set(official[100]):
+      raise BuildError(f"{where} and {lists[1]} share id(s) "
+                       f"{sorted(listed_test & set(official[100]))[:5]}.")
+    for p, caps in official.items():
+      for i, c in caps.items():
+        if i in captions and captions[i] != c:
+          raise BuildError(f"{os.path.join(root, CAPTION_FILES_DIR)}: image {i} has other "
+                           f"captions in {p}_captions.jsonl than in another caption file.")
+        captions[i] = c
+    train_order, extra, aliases = build_utils.subset_splits(
+        list(official[100]), {p: list(c) for p, c in official.items() if p != 100}, seed, where)
+    if test is None:
+      # Every other image that has a caption file of its own.
+      test = [i for i in available - set(official[100])
+              if os.path.exists(os.path.join(root, CAPTIONS_DIR, f"{i}.txt"))]
+  else:
+    if test is None:
+      train, test = build_utils.seeded_holdout(available, test_fraction, seed)
+    train_order = build_utils.seeded_permutation(train, seed)
+  splits = {"train": train_order, **extra, "test": build_utils.natural_sorted(test)}
+  return SplitPlan({k: v for k, v in splits.items() if v}, images, captions, aliases)
