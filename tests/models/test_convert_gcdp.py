@@ -211,3 +211,25 @@ def test_the_released_presets_build_at_full_size():
   assert sr["final_conv"]["kernel"].shape == (3, 3, 128 + 6, 3)
   assert "downs_1_3" not in sr and "downs_1_3" in base
   assert summary.count_params(base) > 6e8
+
+
+def test_a_converted_sr_stage_trains_on_as_any_run(converted):
+  """Fine-tuning: the train step (low-res conditioning built from the batch) runs on
+  the converted weights and moves them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from gcd_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from conftest import random_batch  # pylint: disable=g-import-not-at-top
+  r = converted["sr"]
+  config = r.config.copy_and_resolve_references()
+  config.data.height, config.data.width = 16, 32  # 256x512 / 16
+  config.lowres.height, config.lowres.width = 8, 16
+  config.data.batch_size, config.text.max_length, config.mesh.data = 1, 4, 1
+  params = jax.tree.map(jnp.asarray, r.params)
+  state = train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
+                               opt_state=train_lib.make_optimizer(config).init(params),
+                               rng=jax.random.PRNGKey(0))
+  new, metrics = jax.jit(train_lib.make_train_step(config, r.model, r.sched))(
+      state, random_batch(config))
+  assert np.isfinite(float(metrics["loss_layout"])) and bool(metrics["finite_update"])
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new.params, params)
+  assert moved["final_conv_seg"]["kernel"] > 0 and moved["attn_pool"]["latents"] > 0
