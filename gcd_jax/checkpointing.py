@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
+import time
+from typing import Any, Callable, TypeVar
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+T = TypeVar("T")
 
 
 def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
@@ -30,7 +34,11 @@ class Checkpointer:
     self.directory = pathlib.Path(directory).absolute()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=save_every, create=True,
-        enable_async_checkpointing=async_save)
+        enable_async_checkpointing=async_save,
+        # A save cut short (kill -9, a full disk) leaves only a temporary
+        # directory, which is never listed as a step; remove it at the next start.
+        cleanup_tmp_directories=True)
+    self._options = options
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -56,12 +64,75 @@ class Checkpointer:
             meta=ocp.args.JsonRestore()))
     return out["state"], out["data"]["iterator"], out["meta"]
 
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, str, dict] | None:
+    """(step, state, data_state, meta) of the newest checkpoint that restores; None if none.
+
+    A checkpoint with truncated or missing files is never loaded: when the newest
+    one fails to restore and an older one restores, the bad one is renamed to
+    `<step>.corrupt-<time>` (kept for inspection, never listed as a step) with a
+    warning naming it, and the run continues from the older one. When none
+    restores, the newest one's error is raised and nothing is renamed (a config
+    that no longer matches its checkpoints is not corruption).
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      return None
+    step, out, bad = with_fallback(steps, lambda s: self.restore(s, abstract_state),
+                                   f"{self.directory}")
+    if bad:
+      self.manager.close()
+      for s in bad:
+        target = self.directory / f"{s}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0:
+          (self.directory / str(s)).rename(target)
+        logging.warning("Moved the unreadable checkpoint %s/%d to %s.", self.directory, s, target)
+      _sync("gcd_jax_quarantine")
+      self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+    return (step, *out)
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def with_fallback(steps: list[int], attempt: Callable[[int], T], where: str
+                  ) -> tuple[int, T, list[int]]:
+  """Calls attempt(step) on `steps` (newest first) until one succeeds.
+
+  Returns (step, its result, the newer steps that failed). A step that fails is
+  logged with a warning naming it; if every step fails, the first error is
+  raised with the steps tried.
+  """
+  first_error, bad = None, []
+  for step in steps:
+    try:
+      out = attempt(step)
+    except Exception as e:  # pylint: disable=broad-except
+      if first_error is None:
+        first_error = e
+      bad.append(step)
+      if step != steps[-1]:
+        logging.warning("Checkpoint %s/%d cannot be read (%s: %s); trying the previous one.",
+                        where, step, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
+      continue
+    return step, out, bad
+  raise first_error
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def kept_steps(path: str | pathlib.Path) -> list[int]:
+  """The steps of the checkpoints under `path` (see `resolve`), newest first."""
+  directory, _ = resolve(path)
+  return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()
+                 and (p / "state").exists()), reverse=True)
 
 
 def resolve(path: str | pathlib.Path, step: int | None = None) -> tuple[pathlib.Path, int]:
@@ -87,6 +158,14 @@ def resolve(path: str | pathlib.Path, step: int | None = None) -> tuple[pathlib.
     if step is not None and step != int(path.name):
       raise FileNotFoundError(f"{path} is the checkpoint of step {path.name}, not {step}")
     return path.parent, int(path.name)
+  if path.is_file() and path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+    raise FileNotFoundError(
+        f"{path} is a PyTorch checkpoint file, not a gcd_jax workdir; convert a released "
+        "GCDP model first: python -m gcd_jax.convert_gcdp --checkpoint=... --workdir=...")
+  if (path / "segnet.json").is_file():
+    raise FileNotFoundError(
+        f"{path} holds a segmentation network (segnet.json), not a trained joint model; "
+        "give it to evaluate as --segnet, and a gcd_jax.main workdir as --workdir")
   raise FileNotFoundError(
       f"no checkpoint under {path} (looked for {path}/checkpoints/<step>/state and "
       f"{path}/<step>/state); train first with python -m gcd_jax.main --workdir ...")
@@ -108,14 +187,23 @@ def read_meta(path: str | pathlib.Path, step: int | None = None) -> tuple[dict, 
 
 def restore_state(path: str | pathlib.Path, abstract_state: Any, step: int | None = None
                   ) -> tuple[Any, dict, int]:
-  """(state, meta, step) of the latest (or the given step's) checkpoint under `path` (read-only)."""
-  directory, step = resolve(path, step)
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-  try:
-    out = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-  finally:
-    manager.close()
+  """(state, meta, step) of the latest (or the given step's) checkpoint under `path` (read-only).
+
+  Without `step`, a newest checkpoint that cannot be read is skipped with a
+  warning for the previous one.
+  """
+  directory, _ = resolve(path, step)
+  steps = [step] if step is not None else kept_steps(directory)
+
+  def attempt(s):
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+      return manager.restore(s, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    finally:
+      manager.close()
+
+  step, out, _ = with_fallback(steps, attempt, str(directory))
   return out["state"], out["meta"], step
 
 

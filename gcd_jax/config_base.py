@@ -140,6 +140,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1
   c.mesh.fsdp = 1
+  # Parameters of at least this many elements are split over fsdp; smaller ones
+  # are replicated.
+  c.mesh.fsdp_min_size = 2**18
   return c
 
 

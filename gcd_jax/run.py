@@ -223,23 +223,32 @@ def load(workdir: str | pathlib.Path, *, step: int | None = None,
   valid with the schedules it was trained on.
   """
   workdir = pathlib.Path(workdir)
-  meta, step = checkpointing.read_meta(workdir, step)
-  config = config_base.complete(meta["config"])
-  if schedule_overrides:
-    config.diffusion.update(schedule_overrides)
+  # Without `step`, the newest checkpoint that reads (a truncated one is skipped
+  # with a warning naming it).
+  candidates = [step] if step is not None else checkpointing.kept_steps(workdir)
+
+  def read(s):
+    meta, _ = checkpointing.read_meta(workdir, s)
+    config = config_base.complete(meta["config"])
+    if schedule_overrides:
+      config.diffusion.update(schedule_overrides)
+    text = text_conditioning.make_text(config, workdir)
+    model = train_lib.make_model(config, text.vocab_size)
+    # Only the EMA parameters are read (not the parameters or the optimiser state).
+    abstract = jax.eval_shape(lambda r: train_lib.init_params(config, model, r),
+                              jax.random.PRNGKey(0))
+    params, _ = checkpointing.restore_ema_params(workdir, abstract, s)
+    return meta, config, text, model, params
+
+  step, (meta, config, text, model, params), _ = checkpointing.with_fallback(
+      candidates, read, f"{workdir}")
   sched = train_lib.make_joint_schedule(config)
   check_schedules(meta["schedules"], train_lib.schedules_record(config, sched), allow_schedule_change,
                   f"checkpoint {workdir} (step {step})")
-  text = text_conditioning.make_text(config, workdir)
   if text.describe()["identity"] != meta["text_encoder"]["identity"]:
     raise ValueError(
         f"checkpoint {workdir} was trained with text encoder {json.dumps(meta['text_encoder'])} "
         f"but {config.text.encoder!r} now gives {json.dumps(text.describe())}")
-  model = train_lib.make_model(config, text.vocab_size)
-  # Only the EMA parameters are read (not the parameters or the optimiser state).
-  abstract = jax.eval_shape(lambda r: train_lib.init_params(config, model, r),
-                            jax.random.PRNGKey(0))
-  params, _ = checkpointing.restore_ema_params(workdir, abstract, step)
   classes = LayoutClasses.from_json(json.dumps(meta["layout_classes"]))
   return Run(workdir=workdir, config=config, step=step, model=model, sched=sched,
              params=params, classes=classes, text=text)

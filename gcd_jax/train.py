@@ -38,13 +38,23 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag that the loop checks after every step."""
+  """When to stop for a preemption notice (SIGTERM), checked after every step.
+
+  One process: a SIGTERM handler sets a flag. Several processes (after
+  jax.distributed.initialize): JAX's preemption service, which listens for
+  SIGTERM itself, agrees on one step across the hosts
+  (`multihost_utils.reached_preemption_sync_point`), so that every host saves
+  the same step and stops, however far apart they saw the signal.
+  """
 
   def __init__(self):
-    self.requested = False
+    self.multihost = jax.process_count() > 1
+    self._requested = False
     self._previous = None
 
   def __enter__(self):
+    if self.multihost:
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread (e.g. some notebook runners)
@@ -54,7 +64,17 @@ class _Preemption:
   def _handle(self, signum, frame):
     del signum, frame
     logging.warning("SIGTERM received: saving a checkpoint and stopping.")
-    self.requested = True
+    self._requested = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save `step` and stop (call it at every step, on every host)."""
+    if self.multihost:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      if multihost_utils.reached_preemption_sync_point(step):
+        logging.warning("Preemption notice: every host saves step %d and stops.", step)
+        return True
+      return False
+    return self._requested
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -109,7 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   sched = train_lib.make_joint_schedule(config)
   rng = jax.random.PRNGKey(config.seed)
   abstract = jax.eval_shape(lambda r: train_lib.init_state(config, model, r), rng)
-  state_sh = sharding.state_shardings(mesh, abstract)
+  state_sh = sharding.state_shardings(mesh, abstract, config.mesh.fsdp_min_size)
   abstract = checkpointing.abstract_with_shardings(abstract, state_sh)
   meta = run_lib.run_metadata(config, sched, classes, text)
 
@@ -118,9 +138,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   ckpt = checkpointing.Checkpointer(
       checkpointing.checkpoint_dir(workdir), save_every=config.train.checkpoint_every,
       keep=config.train.keep_checkpoints)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, data_state, saved_meta = ckpt.restore(latest, abstract)
+  restored = ckpt.restore_latest(abstract)  # skips (and sets aside) unreadable checkpoints
+  if restored is not None:
+    latest, state, data_state, saved_meta = restored
     run_lib.check_schedules(saved_meta["schedules"], meta["schedules"], config.allow_schedule_change,
                     f"checkpoint {ckpt.directory}/{latest}")
     pipeline.restore_iterator_state(train_iter, data_state)
@@ -217,13 +237,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if evaluation is not None and (step % config.train.eval_every == 0 or step == num_steps):
         _evaluate(evaluation, eval_sampler, state, text, writer, step)
 
-      if preemption.requested:
+      if preemption.reached(step):
         if pending is not None:
           _check_finite(*pending, ckpt)
           pending = None
         save(step, force=True)
         ckpt.wait()
-        logging.warning("Saved step %d after SIGTERM; resume by rerunning the same command.", step)
+        logging.warning("Saved step %d after a preemption notice; resume by rerunning the same "
+                        "command.", step)
         break
       if step == num_steps or ckpt.manager.should_save(step):
         # Never write a checkpoint after a non-finite step.

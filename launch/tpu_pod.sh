@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # A Cloud TPU VM slice (v4/v5e/v5p, any number of hosts): the same command on every
 # host; jax.distributed.initialize() finds the slice by itself (--multihost).
-#   bash launch/tpu_pod.sh [--dry-run] TPU_NAME ZONE configs/cityscapes_base.py gs://bucket/workdirs/cs \
+#   bash launch/tpu_pod.sh [--dry-run] TPU_NAME ZONE configs/cityscapes_base.py /mnt/shared/workdirs/cs \
 #       [--config.x=y ...]
 # On every host: Python 3.11 (installed with uv; TPU VM images ship an older
 # Python), this checkout, the pinned dependencies, jax[tpu] at our JAX version,
 # then the run under nohup (it survives the SSH session; log: ~/gcd_jax_run.log).
-# The workdir and prepared datasets must be shared by all hosts (a GCS bucket:
-# --config.data.data_dir=gs://bucket/tensorflow_datasets). --dry-run prints
+# The workdir and prepared datasets must be on a filesystem all hosts share (an
+# NFS/Filestore or gcsfuse mount; gs:// URLs are not supported yet). --dry-run prints
 # the commands instead of running them.
 set -euo pipefail
 dry_run=0

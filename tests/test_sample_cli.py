@@ -70,4 +70,11 @@ def test_bad_input_is_rejected_clearly(tiny_run_dir, tmp_path, capsys):
     assert message in capsys.readouterr().err
   assert sample.main(_common(tmp_path / "no_run", tmp_path / "out", "--text=A ball.")) == 2
   assert "no checkpoint under" in capsys.readouterr().err
+  # Another kind of model given as the workdir: a PyTorch file, a segmentation network.
+  (tmp_path / "model.pt").write_bytes(b"\x80\x02")
+  (tmp_path / "segnet").mkdir()
+  (tmp_path / "segnet" / "segnet.json").write_text("{}")
+  for other, message in ((tmp_path / "model.pt", "convert_gcdp"), (tmp_path / "segnet", "--segnet")):
+    assert sample.main(_common(other, tmp_path / "out", "--text=A ball.")) == 2
+    assert message in capsys.readouterr().err
   assert not (tmp_path / "out" / "manifest.json").exists()

@@ -1,12 +1,10 @@
-"""The train step: 1 vs 8 devices, the NaN guard, captions left out, ignored pixels, the image-only baseline."""
+"""The train step (1 device vs 2 processes x 4 devices: tests/test_multiprocess.py): the NaN guard, captions left out, ignored pixels, the image-only baseline."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 
-from gcd_jax import sharding
 from gcd_jax import train_lib
 
 from conftest import random_batch, tiny_config  # pylint: disable=g-bad-import-order
@@ -34,34 +32,6 @@ def plain_step(step_setup):
   """One compiled unsharded step (ignore id 255), shared by the tests below."""
   config, model, sched, _ = step_setup
   return jax.jit(train_lib.make_train_step(config, model, sched, ignore_id=IGNORE))
-
-
-def _run_steps(config, model, sched, state, mesh, batches, min_size):
-  abstract = jax.eval_shape(lambda: state)
-  state_sh = sharding.state_shardings(mesh, abstract, min_size=min_size)
-  step = jax.jit(train_lib.make_train_step(config, model, sched),
-                 in_shardings=(state_sh, sharding.batch_sharding(mesh)),
-                 out_shardings=(state_sh, sharding.replicated(mesh)))
-  state = jax.device_put(state, state_sh)
-  losses = []
-  for batch in batches:
-    state, metrics = step(state, sharding.global_batch(mesh, batch))
-    losses.append(float(metrics["loss"]))
-  return losses, state_sh
-
-
-def test_one_device_and_eight_devices_give_the_same_losses(step_setup):
-  config, model, sched, state = step_setup
-  assert len(jax.devices()) == 8, "tests/conftest.py forces 8 host devices"
-  batches = [random_batch(config, s) for s in range(3)]
-  one, _ = _run_steps(config, model, sched, state, sharding.make_mesh(devices=jax.devices()[:1]),
-                      batches, min_size=2**18)
-  # 4-way data x 2-way FSDP, with small parameters sharded too.
-  eight, shardings = _run_steps(config, model, sched, state, sharding.make_mesh(data=4, fsdp=2),
-                                batches, min_size=64)
-  assert any(s.spec != P() for s in jax.tree.leaves(shardings.params))
-  np.testing.assert_allclose(one, eight, rtol=2e-5)
-  assert one[0] != one[1]
 
 
 def test_nan_guard_keeps_the_state_and_names_the_term(step_setup, plain_step):

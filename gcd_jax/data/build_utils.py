@@ -18,7 +18,7 @@ import json
 import os
 import pickle
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
@@ -185,6 +185,19 @@ def read_caption_lines(path: str) -> list[str]:
   return captions
 
 
+def jsonl_lines(path: str, f) -> Iterator[tuple[int, str]]:
+  """(line number, text) of a JSON-lines file opened in binary, each line checked to be UTF-8.
+
+  A line that is not UTF-8 is a BuildError naming the file, the line and the byte.
+  """
+  for lineno, raw in enumerate(f, 1):
+    try:
+      yield lineno, raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise BuildError(f"{path}:{lineno}: not UTF-8 (byte {raw[e.start]:#04x} at column "
+                       f"{e.start + 1}); save the file as UTF-8.") from None
+
+
 def read_caption_jsonl(path: str, id_of: Callable[[str], str] = lambda name: name
                        ) -> dict[str, list[str]]:
   """{image id: captions} from a JSON-lines caption file, one image per line.
@@ -195,12 +208,12 @@ def read_caption_jsonl(path: str, id_of: Callable[[str], str] = lambda name: nam
   is an error naming both lines.
   """
   try:
-    f = open(path, encoding="utf-8")
+    f = open(path, "rb")
   except OSError as e:
     raise BuildError(f"{path}: cannot read caption file ({e}).") from e
   captions, first_line = {}, {}
   with f:
-    for lineno, line in enumerate(f, 1):
+    for lineno, line in jsonl_lines(path, f):
       if not line.strip():
         continue
       where = f"{path}:{lineno}"

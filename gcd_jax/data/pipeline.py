@@ -13,9 +13,12 @@ state is just a position):
   1. read serialized examples with `tfds.data_source`, leaving images and
      layouts as encoded bytes (we decode them ourselves, straight to the target
      size, see 4);
-  2. shard for this process (`process_index`, `process_count`), then shuffle
-     (a new permutation every epoch) and repeat;
-  3. group `batch_size` examples;
+  2. training: shuffle (a new permutation every epoch) and repeat, in one
+     global order whatever the number of processes; process p of P then
+     reads only its rows [p*B, (p+1)*B) of each global batch of P*B examples,
+     so a multi-host run trains on a 1-process run's batches. Evaluation:
+     process p reads examples p, p + P, ... in split order;
+  3. group `batch_size` (B, per process) examples;
   4. per example: decode; antialiased (Lanczos) resize of the image and
      nearest-neighbour resize of the layout to `image_size`; per batch
      (vectorised): horizontal flip of image and layout together with the
@@ -358,16 +361,30 @@ def _with_key(key: int, example):
   return key, example
 
 
-def _shard_range(n: int, process_index: int, process_count: int, even: bool) -> slice:
+def _shard_range(n: int, process_index: int, process_count: int) -> slice:
+  """Evaluation: every example once, process p taking examples p, p + count, ..."""
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} not in [0, process_count={process_count}).")
-  # Training keeps every process at the same number of examples per epoch (the
-  # last n % process_count examples are left out of that epoch), so processes
-  # stay in lockstep; evaluation reads every example once.
-  stop = n - n % process_count if even else n
-  if even and stop == 0:
-    raise ValueError(f"{n} examples cannot be shared by {process_count} processes.")
-  return slice(process_index, stop, process_count)
+  return slice(process_index, n, process_count)
+
+
+class _GlobalBatchRows(grain.MapDataset):
+  """Process `index`'s rows of every full global batch (`local` * `count` examples) of parent."""
+
+  def __init__(self, parent: grain.MapDataset, local: int, index: int, count: int):
+    super().__init__(parent)
+    self._local, self._global, self._offset = local, local * count, index * local
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._global * self._local
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[(index // self._local) * self._global + self._offset + index % self._local]
+
+  def __str__(self) -> str:
+    return f"GlobalBatchRows(local={self._local}, global={self._global}, offset={self._offset})"
 
 
 def _make_iterator(ds: grain.MapDataset, num_threads: int, prefetch_buffer_size: int,
@@ -423,9 +440,16 @@ def make_dataset(name: str, *, split: str, image_size: tuple[int, int], batch_si
   # indices past the end of an epoch through every stage), so flips and captions
   # differ between epochs and do not depend on sharding.
   ds = grain.MapDataset.source(source).map_with_index(_with_key)
-  ds = ds[_shard_range(n, process_index, process_count, even=train)]
   if train:
+    # One global order, whatever the number of processes: process p reads only
+    # its rows [p*B, (p+1)*B) of each global batch of B * process_count, so the
+    # global batches (and the losses) of a multi-host run are a 1-process run's.
+    _shard_range(n, process_index, process_count)  # (checks process_index)
     ds = ds.shuffle(seed=seed % 2**32).repeat(num_epochs)
+    if process_count > 1:
+      ds = _GlobalBatchRows(ds, batch_size, process_index, process_count)
+  else:
+    ds = ds[_shard_range(n, process_index, process_count)]
   if drop_remainder is None:
     drop_remainder = train
   ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)

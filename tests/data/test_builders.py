@@ -157,7 +157,7 @@ def _corrupt_png(path):
 
 
 @pytest.mark.parametrize("case", ["corrupt_image", "garbage_image", "value_ge_k", "size_mismatch",
-                                  "no_captions", "empty_captions", "no_layout", "empty_images",
+                                  "no_captions", "empty_captions", "not_utf8", "no_layout", "empty_images",
                                   "missing_dir", "bad_classes"])
 def test_layout_folder_bad_input(tmp_path, case):
   src = tmp_path / "src"
@@ -185,6 +185,10 @@ def test_layout_folder_bad_input(tmp_path, case):
     with open(src / "captions.jsonl", "a") as f:
       f.write(json.dumps({"file_name": "extra.png", "captions": []}) + "\n")
     expected = [f"{src / 'captions.jsonl'}:6", "non-empty"]
+  elif case == "not_utf8":
+    with open(src / "captions.jsonl", "ab") as f:  # Latin-1, as some editors save it
+      f.write(json.dumps({"file_name": "img1.png", "captions": ["x"]}).replace("x", "caf\xe9").encode("latin-1") + b"\n")
+    expected = [f"{src / 'captions.jsonl'}:6", "not UTF-8", "0xe9"]
   elif case == "no_layout":
     os.remove(src / "layouts" / "img3.png")
     expected = [src / "images" / "img3.png", "no layout"]

@@ -122,10 +122,12 @@ def test_fid_and_kid_of_real_test_vs_train_are_far_below_noise(real, tmp_path):
   test, train = real["test"]["image"], real["train"]["image"]
   noise = np.random.default_rng(0).integers(0, 256, test.shape).astype(np.uint8)
   ref = fid.reference_statistics(extractor, "32_mini-train", lambda: train, tmp_path / "ref")
-  f_real, f_noise = fid.fid(extractor, test, ref), fid.fid(extractor, noise, ref)
-  k_real = fid.kid(extractor, test, ref, subset_size=100)[0]
-  k_noise = fid.kid(extractor, noise, ref, subset_size=100)[0]
-  half = fid.frechet.frechet_distance_of(*(fid.compute_features(extractor, x) for x in (train[:100], train[100:])))
+  # Features once per image set (fid() and kid() are these after compute_features).
+  feats_test, feats_noise = (fid.compute_features(extractor, x) for x in (test, noise))
+  f_real, f_noise = fid.fid_from_features(feats_test, ref), fid.fid_from_features(feats_noise, ref)
+  k_real = fid.kid_from_features(feats_test, ref, subset_size=100)[0]
+  k_noise = fid.kid_from_features(feats_noise, ref, subset_size=100)[0]
+  half = fid.frechet.frechet_distance_of(ref.features[:100], ref.features[100:])
   print(f"random-Inception FID: test vs train {f_real:.4g}, train halves {half:.4g}, noise vs train "
         f"{f_noise:.4g}; KID: test {k_real:.3g}, noise {k_noise:.3g}")
   # Near zero (at the level of two halves of the same split) and far below noise.

@@ -192,11 +192,11 @@ def read_captions_jsonl(path: str) -> dict[str, dict]:
   """stem -> {"captions": [...], "split": str | None} from captions.jsonl."""
   entries = {}
   try:
-    f = open(path, encoding="utf-8")
+    f = open(path, "rb")
   except FileNotFoundError:
     raise BuildError(f"{path}: captions.jsonl not found (every image needs captions).") from None
   with f:
-    for lineno, line in enumerate(f, 1):
+    for lineno, line in build_utils.jsonl_lines(path, f):
       if not line.strip():
         continue
       where = f"{path}:{lineno}"
