@@ -93,7 +93,11 @@ class Run:
   params: Any  # EMA parameters
   classes: LayoutClasses
   text: Any  # text_conditioning.FrozenText or ScratchText
+  # Split each batch over this host's devices when their number divides it
+  # (the same numbers either way: the noise is drawn for the whole batch).
+  shard_batch: bool = True
   _samplers: dict = dataclasses.field(default_factory=dict)
+  _placed: dict = dataclasses.field(default_factory=dict)
 
   @property
   def has_layout(self) -> bool:
@@ -123,9 +127,24 @@ class Run:
     """
     cfg = cfg or sampling.SamplerConfig.from_config(self.config.sample)
     emb, mask = self.text.batch(list(captions))
-    out = self.sampler(cfg)(self.params, jax.random.PRNGKey(seed), jnp.asarray(emb),
-                            jnp.asarray(mask), known, lowres)
+    params, (emb, mask, known, lowres) = self._place((emb, mask, known, lowres))
+    out = self.sampler(cfg)(params, jax.random.PRNGKey(seed), emb, mask, known, lowres)
     return jax.device_get(out)
+
+  def _place(self, batch):
+    """(params, batch): the batch split over the local devices when every array's
+    leading axis divides evenly, else everything on the first device."""
+    devices = jax.local_devices()
+    sizes = {np.shape(x)[0] for x in jax.tree.leaves(batch)}
+    if not self.shard_batch or len(devices) == 1 or any(b % len(devices) for b in sizes):
+      return self.params, jax.tree.map(jnp.asarray, batch)
+    if "mesh" not in self._placed:
+      mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+      self._placed["mesh"] = mesh
+      self._placed["params"] = jax.device_put(
+          self.params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    split = jax.sharding.NamedSharding(self._placed["mesh"], jax.sharding.PartitionSpec("data"))
+    return self._placed["params"], jax.device_put(batch, split)
 
 
 def downsample_known(config: lowres_lib.LowresConfig, known: dict) -> dict:
