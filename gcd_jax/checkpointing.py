@@ -11,27 +11,48 @@ A checkpoint step directory holds three items:
 from __future__ import annotations
 
 import json
-import pathlib
+import os
+import re
 import time
 from typing import Any, Callable, TypeVar
 
 from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
+from gcd_jax import fileio
+
 T = TypeVar("T")
 
+# How orbax/tensorstore and epath report a write that the disk refused.
+_WRITE_ERROR = re.compile(r"os_error_code|No space left|File too large|Disk quota|Read-only file"
+                          r" system|Failed writing|Failed to write", re.IGNORECASE)
 
-def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
-  return pathlib.Path(workdir) / "checkpoints"
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (a full disk, a quota); older ones are intact."""
+
+
+def _is_write_error(e: BaseException) -> bool:
+  return isinstance(e, OSError) or bool(_WRITE_ERROR.search(str(e)))
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return (text.splitlines()[-1] if text else type(e).__name__)[:500]
+
+
+def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:
+  return fileio.as_path(workdir) / "checkpoints"
 
 
 class Checkpointer:
   """Thin wrapper of an orbax CheckpointManager with async saves."""
 
-  def __init__(self, directory: str | pathlib.Path, *, save_every: int = 1, keep: int = 3,
+  def __init__(self, directory: str | os.PathLike, *, save_every: int = 1, keep: int = 3,
                async_save: bool = True) -> None:
-    self.directory = pathlib.Path(directory).absolute()
+    self.directory = fileio.as_path(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=save_every, create=True,
         enable_async_checkpointing=async_save,
@@ -40,19 +61,35 @@ class Checkpointer:
         cleanup_tmp_directories=True)
     self._options = options
     self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.failed_saves = 0
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, data_state: str, meta: dict, force: bool = False) -> bool:
-    """Starts saving (asynchronously) if `step` is due or `force`; returns whether it did."""
-    return self.manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave({"iterator": data_state}),
-            meta=ocp.args.JsonSave(meta)),
-        force=force)
+    """Starts saving (asynchronously) if `step` is due or `force`; returns whether it did.
+
+    A save that the disk refuses (this one, or the previous one, still in flight)
+    is logged as an error naming the path, and training goes on: the newest
+    complete checkpoint is intact, and the next save tries again. `close`
+    raises if the last step could not be saved.
+    """
+    try:
+      return self.manager.save(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              data=ocp.args.JsonSave({"iterator": data_state}),
+              meta=ocp.args.JsonSave(meta)),
+          force=force)
+    except Exception as e:  # pylint: disable=broad-except
+      if not _is_write_error(e):
+        raise
+      self.failed_saves += 1
+      logging.error("Writing a checkpoint under %s failed (%s). The newest complete checkpoint "
+                    "(step %s) is intact; training goes on and the next save tries again.",
+                    self.directory, _first_line(e), self.latest_step())
+      return False
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, str, dict]:
     """(state, data_state, meta) of `step`; `abstract_state` gives shapes and shardings."""
@@ -91,11 +128,28 @@ class Checkpointer:
     return (step, *out)
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Waits for the save in flight; CheckpointWriteError (naming the path) if it failed."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      if not _is_write_error(e):
+        raise
+      raise CheckpointWriteError(
+          f"writing a checkpoint under {self.directory} failed ({_first_line(e)}). The newest "
+          f"complete checkpoint (step {self.latest_step()}) is intact: free space and rerun the "
+          "same command to resume from it.") from e
 
-  def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+  def close(self, last_step: int | None = None) -> None:
+    """Finishes the saves in flight; raises CheckpointWriteError if `last_step` is not saved."""
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
+    if last_step is not None and self.latest_step() != last_step:
+      raise CheckpointWriteError(
+          f"the checkpoint of the last step ({last_step}) could not be written under "
+          f"{self.directory} (see the errors above). The newest complete checkpoint (step "
+          f"{self.latest_step()}) is intact: free space and rerun the same command.")
 
 
 def with_fallback(steps: list[int], attempt: Callable[[int], T], where: str
@@ -128,21 +182,21 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def kept_steps(path: str | pathlib.Path) -> list[int]:
+def kept_steps(path: str | os.PathLike) -> list[int]:
   """The steps of the checkpoints under `path` (see `resolve`), newest first."""
   directory, _ = resolve(path)
   return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()
                  and (p / "state").exists()), reverse=True)
 
 
-def resolve(path: str | pathlib.Path, step: int | None = None) -> tuple[pathlib.Path, int]:
+def resolve(path: str | os.PathLike, step: int | None = None) -> tuple[epath.Path, int]:
   """(checkpoints dir, step) from a workdir, a checkpoints dir or a step dir.
 
   `step` picks a kept checkpoint (default: the latest). Raises
   FileNotFoundError naming the path when it holds no checkpoint, or not `step`
   (with the steps it does hold).
   """
-  path = pathlib.Path(path).absolute()
+  path = fileio.as_path(path)
   candidates = [path / "checkpoints", path]
   for directory in candidates:
     if directory.is_dir():
@@ -171,7 +225,7 @@ def resolve(path: str | pathlib.Path, step: int | None = None) -> tuple[pathlib.
       f"{path}/<step>/state); train first with python -m gcd_jax.main --workdir ...")
 
 
-def read_meta(path: str | pathlib.Path, step: int | None = None) -> tuple[dict, int]:
+def read_meta(path: str | os.PathLike, step: int | None = None) -> tuple[dict, int]:
   """The metadata of the latest (or the given step's) checkpoint, and its step."""
   directory, step = resolve(path, step)
   meta_dir = directory / str(step) / "meta"
@@ -185,7 +239,7 @@ def read_meta(path: str | pathlib.Path, step: int | None = None) -> tuple[dict, 
   raise FileNotFoundError(f"{meta_dir}: no readable checkpoint metadata")
 
 
-def restore_state(path: str | pathlib.Path, abstract_state: Any, step: int | None = None
+def restore_state(path: str | os.PathLike, abstract_state: Any, step: int | None = None
                   ) -> tuple[Any, dict, int]:
   """(state, meta, step) of the latest (or the given step's) checkpoint under `path` (read-only).
 
@@ -207,7 +261,7 @@ def restore_state(path: str | pathlib.Path, abstract_state: Any, step: int | Non
   return out["state"], out["meta"], step
 
 
-def restore_ema_params(path: str | pathlib.Path, abstract_params: Any, step: int | None = None,
+def restore_ema_params(path: str | os.PathLike, abstract_params: Any, step: int | None = None,
                        sharding: jax.sharding.Sharding | None = None) -> tuple[Any, int]:
   """(EMA parameters, step) of a checkpoint, and nothing else of its train state.
 

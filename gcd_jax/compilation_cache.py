@@ -32,6 +32,9 @@ def enable() -> str | None:
   choice = os.environ.get("GCD_JAX_COMPILATION_CACHE")
   if choice is not None and choice.strip().lower() in ("", "off", "0", "false", "none"):
     return None
+  if choice and "://" in choice:
+    raise ValueError(f"GCD_JAX_COMPILATION_CACHE={choice}: the compilation cache must be on "
+                     "local disk (XLA writes many small files); give a local directory")
   directory = pathlib.Path(choice).expanduser() if choice else DEFAULT_DIR.expanduser()
   try:
     directory.mkdir(parents=True, exist_ok=True)

@@ -37,10 +37,15 @@ def base_config() -> ml_collections.ConfigDict:
   # (BERT or T5, e.g. a checkout of t5-large).
   c.text.encoder = "minilm"
   c.text.max_length = 32
-  c.text.batch_size = 64  # captions encoded per call when filling the cache
-  # Encode every training caption into the cache before the first step (with a
-  # progress bar) instead of as batches first meet them.
-  c.text.precompute = False
+  c.text.batch_size = 64  # captions per encoder call when building a caption store
+  # Frozen encoders run outside the training step. "store": every distinct caption
+  # of the training split is encoded once, before the first step (a progress bar
+  # with the ETA), into a store on local disk; "on_the_fly": the encoder runs on
+  # each batch's captions in its own jitted call, and nothing is written.
+  c.text.embeddings = "store"
+  # Embeddings are rounded to this dtype from either source (the store keeps it).
+  c.text.dtype = "float16"
+  c.text.store_dir = ""  # "": $GCD_JAX_CACHE_DIR/text_store, default ~/.cache/gcd_jax/text_store
   # encoder = "scratch": a small transformer trained with the model (config.model.text_dim wide).
   c.text.scratch = ml_collections.ConfigDict()
   c.text.scratch.num_layers = 2
@@ -173,6 +178,8 @@ CHOICES = {
     ("sample", "layout_guidance"): ("logits", "posterior"),
     ("sample", "final_layout"): ("argmax", "sample"),
     ("lowres", "image_resize"): ("antialias", "nearest"),
+    ("text", "embeddings"): ("store", "on_the_fly"),
+    ("text", "dtype"): ("float16", "bfloat16", "float32"),
     ("lowres", "schedule"): ("cosine", "cosine_p", "linear"),
     ("diffusion", "image_schedule"): ("cosine", "cosine_p", "linear"),
     ("diffusion", "layout_schedule"): ("cosine", "cosine_p", "linear"),

@@ -47,7 +47,7 @@ Metrics (--metrics=a,b, default: every one whose judges are available; docs/metr
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 import sys
 import time
 import types
@@ -178,7 +178,7 @@ class Evaluation:
     """The record of one sweep point, from the cache where it is valid."""
     from gcd_jax.evaluators import base, suite  # pylint: disable=g-import-not-at-top
     a = self.args
-    key = suite.point_key(checkpoint=str(self.run.workdir.absolute()), step=self.run.step,
+    key = suite.point_key(checkpoint=str(self.run.workdir), step=self.run.step,
                           sampler=cfg.record(sr=False), num_samples=a.num_samples, seed=a.seed,
                           dataset=self.final.dataset, split=self.split, batch_size=a.batch_size,
                           compute=suite.compute_identity(self.final.model.config),
@@ -187,7 +187,7 @@ class Evaluation:
       size = [self.final.config.data.height, self.final.config.data.width]
       key["sr"] = {"baseline": "bilinear image, nearest-neighbour layout", "size": size}
     elif self.cascade:
-      key["sr"] = {"checkpoint": str(self.cascade.sr.workdir.absolute()),
+      key["sr"] = {"checkpoint": str(self.cascade.sr.workdir),
                    "step": self.cascade.sr.step, "sampler": self.sr_cfg.record(sr=True)}
     directory = suite.point_dir(self.root, key)
     cached = suite.read_point(directory, key)
@@ -256,7 +256,7 @@ def sweep_table(points: list[dict]) -> str:
   return "\n".join(rows) + "\n"
 
 
-def sweep_plot(points: list[dict], path: pathlib.Path) -> None:
+def sweep_plot(points: list[dict], path: str | os.PathLike) -> None:
   """Each fidelity metric against each image-side correspondence metric, with intervals."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -301,7 +301,7 @@ def run(args: types.SimpleNamespace) -> list[dict]:
     raise cli.InputError(f"--guidance={','.join(args.guidance)}: expected numbers, e.g. 1,2,3") from None
   print(f"Evaluators: {', '.join(e.name for e in ev.evaluators)}; segmenter: "
         f"{ev.context.judges.segmenter_identity or 'none'}", file=sys.stderr)
-  writer = metric_writers.create_default_writer(ev.final.workdir / "eval", asynchronous=False)
+  writer = metric_writers.create_default_writer(str(ev.final.workdir / "eval"), asynchronous=False)
   tag = (f"upsampled_{ev.run.step}/" if args.sr_baseline
          else f"cascade_{ev.run.step}/" if ev.cascade else "")
   points = []
@@ -324,7 +324,7 @@ def run(args: types.SimpleNamespace) -> list[dict]:
     sweep_plot(points, ev.root / "sweep.png")
     print(f"Wrote {ev.root / 'sweep.md'} and {ev.root / 'sweep.png'}", file=sys.stderr)
   if args.json:
-    fileio.atomic_write_text(pathlib.Path(args.json), json.dumps(points, indent=1))
+    fileio.atomic_write_text(args.json, json.dumps(points, indent=1))
   return points
 
 

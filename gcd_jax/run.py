@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
+import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,6 +26,7 @@ import numpy as np
 
 from gcd_jax import checkpointing
 from gcd_jax import config_base
+from gcd_jax import fileio
 from gcd_jax import sampling
 from gcd_jax import text_conditioning
 from gcd_jax import train_lib
@@ -85,7 +87,7 @@ def make_sampler(config: ml_collections.ConfigDict, model: nn.Module, sched: joi
 class Run:
   """Everything needed to sample from a checkpoint."""
 
-  workdir: pathlib.Path
+  workdir: epath.Path
   config: ml_collections.ConfigDict
   step: int
   model: Any
@@ -232,7 +234,7 @@ def paste_known(out: dict, known: dict) -> dict:
   return out
 
 
-def load(workdir: str | pathlib.Path, *, step: int | None = None,
+def load(workdir: str | os.PathLike, *, step: int | None = None,
          allow_schedule_change: bool = False, schedule_overrides: dict | None = None) -> Run:
   """Loads a checkpoint of `workdir` (the latest, or `step`) with its EMA parameters.
 
@@ -241,7 +243,7 @@ def load(workdir: str | pathlib.Path, *, step: int | None = None,
   config.diffusion) are refused unless `allow_schedule_change`: a model is only
   valid with the schedules it was trained on.
   """
-  workdir = pathlib.Path(workdir)
+  workdir = fileio.as_path(workdir)
   # Without `step`, the newest checkpoint that reads (a truncated one is skipped
   # with a warning naming it).
   candidates = [step] if step is not None else checkpointing.kept_steps(workdir)
@@ -249,6 +251,8 @@ def load(workdir: str | pathlib.Path, *, step: int | None = None,
   def read(s):
     meta, _ = checkpointing.read_meta(workdir, s)
     config = config_base.complete(meta["config"])
+    if "dtype" not in meta["config"].get("text", {}):
+      config.text.dtype = "float32"  # saved before embeddings were rounded: they were float32
     if schedule_overrides:
       config.diffusion.update(schedule_overrides)
     text = text_conditioning.make_text(config, workdir)

@@ -30,14 +30,15 @@ config, the noise schedules and the text encoder come from the checkpoint.
 
 from __future__ import annotations
 
+import io
 import json
-import pathlib
 import sys
 import time
 import types
 from typing import Sequence
 
 from absl import flags
+from etils import epath
 import numpy as np
 from PIL import Image
 import tqdm
@@ -92,7 +93,7 @@ def parse_args(argv: Sequence[str] | None = None) -> types.SimpleNamespace:
 def read_captions(args: types.SimpleNamespace) -> list[str]:
   captions = list(args.text)
   if args.text_file:
-    path = pathlib.Path(args.text_file)
+    path = fileio.as_path(args.text_file)
     if not path.is_file():
       raise InputError(f"--text_file {path}: no such file")
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -109,11 +110,11 @@ def read_captions(args: types.SimpleNamespace) -> list[str]:
 
 
 def _open(path: str, flag: str) -> Image.Image:
-  p = pathlib.Path(path)
+  p = fileio.as_path(path)
   if not p.is_file():
     raise InputError(f"{flag} {p}: no such file")
   try:
-    img = Image.open(p)
+    img = Image.open(io.BytesIO(p.read_bytes()))
     img.load()
     return img
   except Exception as e:  # PIL raises many types for corrupt files
@@ -215,7 +216,7 @@ def run(args: types.SimpleNamespace) -> dict:
                                                 **sr_over)
 
   jobs = [(c, args.seed + i) for c in captions for i in range(args.samples_per_caption)]
-  out_dir = pathlib.Path(args.out)
+  out_dir = fileio.as_path(args.out)  # a local directory or a URL
   out_dir.mkdir(parents=True, exist_ok=True)
   entries = []
   shown = {"": ([], []), "base_": ([], [])}  # grid.png (final size) and grid_base.png
@@ -252,7 +253,7 @@ def run(args: types.SimpleNamespace) -> dict:
                                    [e["caption"] for e in entries], r.classes if layouts else None)
       visualize.save_png(grid, out_dir / f"grid{'_base' if prefix else ''}.png")
   manifest = {
-      "workdir": str(pathlib.Path(args.workdir).absolute()),
+      "workdir": str(fileio.as_path(args.workdir)),
       "checkpoint_step": r.step,
       "task": what,
       "sampler": cfg.record(sr=False),
@@ -264,7 +265,7 @@ def run(args: types.SimpleNamespace) -> dict:
   }
   if cascade:
     # Files without a prefix are the SR stage's (final size); base_* the base stage's.
-    manifest["sr"] = {"workdir": str(pathlib.Path(args.sr_workdir).absolute()),
+    manifest["sr"] = {"workdir": str(fileio.as_path(args.sr_workdir)),
                       "checkpoint_step": cascade.sr.step, "sampler": sr_cfg.record(sr=True),
                       "schedules": train_lib.schedules_record(cascade.sr.config, cascade.sr.sched),
                       "size": [h, w]}
@@ -274,7 +275,7 @@ def run(args: types.SimpleNamespace) -> dict:
   return manifest
 
 
-def _write_sample(out_dir: pathlib.Path, stem: str, image: np.ndarray, layout: np.ndarray | None,
+def _write_sample(out_dir: epath.Path, stem: str, image: np.ndarray, layout: np.ndarray | None,
                   classes, prefix: str) -> dict:
   """Writes one sample's PNGs; returns their names for the manifest entry."""
   img_u8 = visualize.to_uint8(image)

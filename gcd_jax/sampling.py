@@ -77,6 +77,13 @@ class SamplerConfig:
       raise ValueError(f"SamplerConfig.resample={self.resample} must be >= 1")
     if not 0.0 <= self.lowres_level <= 1.0:
       raise ValueError(f"SamplerConfig.lowres_level={self.lowres_level} not in [0, 1]")
+    for name in ("eta", "threshold"):
+      if not 0.0 <= getattr(self, name) <= 1.0:  # also refuses nan
+        raise ValueError(f"SamplerConfig.{name}={getattr(self, name)} not in [0, 1]")
+    for name in ("guidance_image", "guidance_layout"):
+      if not 0.0 <= getattr(self, name) < float("inf"):
+        raise ValueError(f"SamplerConfig.{name}={getattr(self, name)}: a guidance scale is a "
+                         "finite number >= 0 (1: the conditional model alone)")
 
   def record(self, sr: bool) -> dict[str, Any]:
     """The settings as plain data (results keys, manifests); `lowres_level` only

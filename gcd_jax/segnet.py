@@ -45,10 +45,8 @@ import functools
 import hashlib
 import json
 import os
-import pathlib
 import re
 import sys
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
@@ -435,19 +433,6 @@ def identity_of(weights: bytes) -> str:
   return "segnet-" + hashlib.sha256(weights).hexdigest()[:16]
 
 
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def save(out_dir: str | os.PathLike, config: SegNetConfig, params: Any, classes: LayoutClasses,
          image_size: Sequence[int], record: dict[str, Any] | None = None) -> dict[str, Any]:
   """Writes segnet.msgpack, then segnet.json (atomically each); returns the json record.
@@ -455,7 +440,7 @@ def save(out_dir: str | os.PathLike, config: SegNetConfig, params: Any, classes:
   `record` holds extra JSON-serialisable entries (training settings, mIoU); the
   format, config, classes, image size and identity are added here.
   """
-  out = pathlib.Path(out_dir)
+  out = fileio.as_path(out_dir)
   h, w = config.check_size(image_size)
   weights = flax.serialization.to_bytes(jax.device_get(params))
   full = {
@@ -468,7 +453,7 @@ def save(out_dir: str | os.PathLike, config: SegNetConfig, params: Any, classes:
       "feature_dim": config.feature_dim,
       **(record or {}),
   }
-  _atomic_write_bytes(out / WEIGHTS_FILE, weights)
+  fileio.atomic_write(out / WEIGHTS_FILE, weights)
   fileio.atomic_write_text(out / RECORD_FILE, json.dumps(full, indent=2, sort_keys=True) + "\n")
   return full
 
@@ -480,7 +465,7 @@ def read_record(out_dir: str | os.PathLike) -> dict[str, Any]:
     FileNotFoundError: no segnet.json (not trained, or training did not finish).
     ValueError: it is not a segnet record.
   """
-  path = pathlib.Path(out_dir) / RECORD_FILE
+  path = fileio.as_path(out_dir) / RECORD_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no such file (train a segnet there first:"
                             " python -m gcd_jax.segnet train --dataset=... --out=DIR).")
@@ -506,7 +491,7 @@ def load(out_dir: str | os.PathLike, batch_size: int = EVAL_BATCH_SIZE) -> SegNe
     ValueError: either file is corrupt or they do not belong together (named).
   """
   record = read_record(out_dir)
-  path = pathlib.Path(out_dir) / WEIGHTS_FILE
+  path = fileio.as_path(out_dir) / WEIGHTS_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no such file (the weights of {path.parent / RECORD_FILE}).")
   weights = path.read_bytes()

@@ -1,8 +1,10 @@
 """Captions -> the text inputs of the model, for both kinds of text encoder.
 
-  frozen   a pretrained encoder (config.text.encoder = "minilm" or a local HF dir):
-           each caption is encoded once, outside the training step, and cached in
-           <workdir>/text_cache; the model receives float embeddings [B, L, D].
+  frozen   a pretrained encoder (config.text.encoder = "minilm" or a local HF dir),
+           run outside the training step: from a caption store built once per
+           training split (config.text.embeddings = "store", on local disk) or in
+           its own jitted call per batch ("on_the_fly"); see models/text/cache.py.
+           The model receives float embeddings [B, L, D].
   scratch  config.text.encoder = "scratch": a word tokenizer built from the
            training captions (saved as <workdir>/text_tokenizer.json) gives int32
            ids [B, L]; the small transformer that embeds them trains with the model.
@@ -14,11 +16,12 @@ Both give `batch(captions) -> (text [B, L, ...], mask [B, L] bool)` and
 from __future__ import annotations
 
 import hashlib
-import pathlib
+import os
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
+from gcd_jax import fileio
 from gcd_jax.models.text import cache as text_cache
 from gcd_jax.models.text import pretrained
 from gcd_jax.models.text import scratch
@@ -30,24 +33,25 @@ TOKENIZER_FILE = "text_tokenizer.json"
 
 
 class FrozenText:
-  """A pretrained encoder behind the workdir's caption cache."""
+  """A pretrained encoder outside the model, with its caption store (if any)."""
 
   kind = "frozen"
 
-  def __init__(self, encoder: pretrained.PretrainedTextEncoder, cache_dir: str | pathlib.Path,
-               max_memory_items: int = 4096) -> None:
+  def __init__(self, encoder: pretrained.PretrainedTextEncoder, *, dtype: str = "float16",
+               store: text_cache.CaptionStore | None = None, max_memory_items: int = 4096) -> None:
     self.encoder = encoder
-    self.cache = text_cache.CaptionEmbeddingCache(encoder, cache_dir, max_memory_items=max_memory_items)
+    self.embeddings = text_cache.CaptionEmbeddings(encoder, dtype=dtype, store=store,
+                                                   max_memory_items=max_memory_items)
 
   vocab_size = None  # the encoder is outside the model
 
   def batch(self, captions: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
-    return self.cache.get([str(c) for c in captions])
+    return self.embeddings.get([str(c) for c in captions])
 
   def describe(self) -> dict:
     e = self.encoder
     return {"kind": self.kind, "name": e.name, "identity": e.identity,
-            "max_length": e.max_length, "dim": e.dim}
+            "max_length": e.max_length, "dim": e.dim, "dtype": self.embeddings.dtype.name}
 
 
 class ScratchText:
@@ -86,19 +90,36 @@ def load_frozen_encoder(config: ml_collections.ConfigDict) -> pretrained.Pretrai
   return encoder
 
 
-def make_text(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-              train_captions: Callable[[], Iterable[str]] | None = None
-              ) -> FrozenText | ScratchText:
-  """The text provider of a run; for "scratch", builds (or reloads) the tokenizer.
+def store_root(config: ml_collections.ConfigDict) -> str:
+  """Where caption stores live: config.text.store_dir, else ~/.cache/gcd_jax/text_store."""
+  return config.text.store_dir or os.fspath(fileio.local_cache_dir("text_store"))
+
+
+def make_text(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+              train_captions: Callable[[], Iterable[str]] | None = None,
+              split_name: str = "", worker: int = 0) -> FrozenText | ScratchText:
+  """The text provider of a run; builds (or reloads) its caption store or tokenizer.
 
   Args:
     config: the experiment config (read, never written).
-    workdir: the run's workdir (cache, tokenizer).
-    train_captions: called once, to build a new scratch tokenizer.
+    workdir: the run's workdir (the scratch tokenizer); a local path or a URL.
+    train_captions: called once, for a new caption store (with `split_name`,
+      e.g. "synthetic_scenes/32-train", part of its key) or scratch tokenizer.
+      Without it (sampling), the encoder embeds each caption: the numbers a
+      store would hold, since both are rounded to config.text.dtype.
+    worker: this process's index (a store is built by each host on its own disk).
   """
-  workdir = pathlib.Path(workdir)
+  workdir = fileio.as_path(workdir)
   if config.text.encoder != "scratch":
-    return FrozenText(load_frozen_encoder(config), workdir / "text_cache")
+    encoder = load_frozen_encoder(config)
+    store = None
+    if config.text.embeddings == "store" and train_captions is not None:
+      captions = sorted(set(str(c) for c in train_captions()))
+      directory = text_cache.store_dir(store_root(config), encoder.identity, split_name,
+                                       config.text.dtype, captions)
+      store = text_cache.CaptionStore.build(directory, encoder, captions, dtype=config.text.dtype,
+                                            batch_size=config.text.batch_size, worker=worker)
+    return FrozenText(encoder, dtype=config.text.dtype, store=store)
   path = workdir / TOKENIZER_FILE
   if path.is_file():
     tokenizer = scratch.WordTokenizer.load(path)

@@ -8,7 +8,6 @@ ways a run stops early (preemption and a non-finite loss).
 
 from __future__ import annotations
 
-import pathlib
 import signal
 import time
 from typing import Any, Callable, Sequence
@@ -24,6 +23,7 @@ import numpy as np
 
 from gcd_jax import checkpointing
 from gcd_jax import config_base
+from gcd_jax import fileio
 from gcd_jax import run as run_lib
 from gcd_jax import sampling
 from gcd_jax import sharding
@@ -92,7 +92,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     step_hooks: extra callables hook(step) run after every step (tests, notebooks).
   """
   config_base.validate(config)
-  workdir = pathlib.Path(workdir)
+  workdir = fileio.as_path(workdir)  # a local path or a URL such as gs://bucket/run
   workdir.mkdir(parents=True, exist_ok=True)
   process_index, process_count = jax.process_index(), jax.process_count()
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -118,11 +118,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_captions = lambda: pipeline.split_captions(
       run_lib.dataset_name(config), config.data.captioned_split or config.data.train_split,
       config.data.data_dir or None)
-  text = text_conditioning.make_text(config, workdir, train_captions)
-  if config.text.precompute and text.kind == "frozen":
-    # Fill the caption cache before the first step (a progress bar with the ETA);
-    # otherwise it fills as batches first see their captions.
-    text.cache.precompute(train_captions(), batch_size=config.text.batch_size)
+  text = text_conditioning.make_text(
+      config, workdir, train_captions, worker=process_index,
+      split_name=f"{run_lib.dataset_name(config)}-{config.data.captioned_split or config.data.train_split}")
 
   # Model, schedules and a sharded initial state.
   model = train_lib.make_model(config, text.vocab_size)
@@ -155,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logging.info("Initialised weights from %s (step %d).", config.init_from, step)
   start_step = int(state.step)
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=process_index > 0)
+  writer = metric_writers.create_default_writer(str(workdir), just_logging=process_index > 0)
   if start_step == 0:
     parameter_overview.log_parameter_overview(state.params)
     writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()
@@ -257,14 +255,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       jax.profiler.stop_trace()  # a profile window that the end of training cut short
     except RuntimeError:
       pass  # none running: it completed (the usual case)
-  ckpt.close()
+  ckpt.close(last_step=step)  # raises, naming the path, if the last step could not be saved
   return state
 
 
 def _check_finite(step, metrics, ckpt):
   bad = train_lib.nonfinite_terms(jax.device_get(metrics))
   if bad:
-    ckpt.wait()  # let any save in flight finish; nothing newer is written
+    try:
+      ckpt.wait()  # let any save in flight finish; nothing newer is written
+    except checkpointing.CheckpointWriteError as e:
+      logging.error("%s", e)  # reported; the non-finite loss is the error raised
     last = ckpt.latest_step()
     raise NonFiniteLossError(
         f"step {step}: non-finite {', '.join(bad)} "
@@ -286,7 +287,7 @@ def _write_samples(config, sample_fn, state, text, captions, classes, writer, wo
   grid = visualize.sample_grid(out["image"], out.get("layout"), captions,
                                classes if "layout" in out else None)
   writer.write_images(step, {"samples": grid[None]})
-  visualize.save_png(grid, pathlib.Path(workdir) / "samples" / f"step_{step:07d}.png")
+  visualize.save_png(grid, workdir / "samples" / f"step_{step:07d}.png")
 
 
 def _evaluate(evaluation, sampler, state, text, writer, step):

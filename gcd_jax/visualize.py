@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import textwrap
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from gcd_jax import fileio
 from gcd_jax.data.features import LayoutClasses, colorize
 
 if TYPE_CHECKING:
@@ -68,9 +68,5 @@ def sample_grid(images: jax.Array | np.ndarray, layouts: jax.Array | np.ndarray 
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
-  """Writes a PNG atomically (temporary name, then rename)."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp")
-  Image.fromarray(np.asarray(array)).save(tmp, format="PNG")
-  os.replace(tmp, path)
+  """Writes a PNG atomically (temporary name, then rename), locally or to a URL."""
+  fileio.atomic_save_png(array, path)

@@ -24,6 +24,8 @@ if (os.environ.get("GCD_JAX_TEST_XLA_OPT", "0") in ("0", "")
 # Identical programs compiled by several tests (the train step of two runs that
 # are compared) are compiled once per session.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gcd_jax_xla_cache_"))
+# Caption stores (~/.cache/gcd_jax/text_store by default) go to a fresh temporary directory.
+os.environ["GCD_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="gcd_jax_test_cache_")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 

@@ -182,6 +182,11 @@ def test_step_grid():
     sampling.step_grid(1000, 1001)
   with pytest.raises(ValueError, match="method"):
     sampling.SamplerConfig(method="euler")
+  for bad in [dict(eta=1.5), dict(eta=-0.1), dict(threshold=float("nan")), dict(threshold=2.0),
+              dict(guidance_image=-1.0), dict(guidance_layout=float("inf"))]:
+    with pytest.raises(ValueError, match=f"SamplerConfig.{next(iter(bad))}="):
+      sampling.SamplerConfig(**bad)
+  sampling.SamplerConfig(eta=0.0, threshold=0.0, guidance_image=0.0, guidance_layout=7.5)
 
 
 def _gaussian_data_denoiser(std):

@@ -17,6 +17,8 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -28,6 +30,7 @@ from gcd_jax import text_conditioning
 from gcd_jax import train
 from gcd_jax import train_lib
 from gcd_jax.data import pipeline
+from gcd_jax.models.text import cache as text_cache
 
 from conftest import REPO, tiny_config  # pylint: disable=g-bad-import-order
 
@@ -185,18 +188,72 @@ def test_when_every_checkpoint_is_damaged_the_error_is_raised_and_nothing_is_mov
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1", "2", "4"]
 
 
+_DISK_FULL = '''
+import os, resource, signal, sys, time
+sys.path.insert(0, {tests!r})
+from conftest import tiny_config
+from gcd_jax import checkpointing, train
+
+workdir = {workdir!r}
+config = tiny_config({data_dir!r}, num_steps=4, checkpoint_every=1)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write fails (EFBIG), as on a full disk
+
+def fill_the_disk(step):
+  print("STEP", step, flush=True)
+  if step == 3:  # once step 2's checkpoint is complete, no file may grow past 64 KB
+    deadline = time.time() + 60
+    while not os.path.isdir(os.path.join(workdir, "checkpoints", "2")) and time.time() < deadline:
+      time.sleep(0.05)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, resource.RLIM_INFINITY))
+
+try:
+  train.train_and_evaluate(config, workdir, step_hooks=[fill_the_disk])
+except checkpointing.CheckpointWriteError as e:
+  print("RAISED", e, flush=True)
+  sys.exit(3)
+'''
+
+
+def test_a_full_disk_keeps_training_names_the_path_and_keeps_the_last_checkpoint(
+    scenes_data_dir, straight, tmp_path):
+  workdir = tmp_path / "wd"
+  script = tmp_path / "disk_full.py"
+  script.write_text(_DISK_FULL.format(tests=str(REPO / "tests"), data_dir=scenes_data_dir,
+                                      workdir=str(workdir)))
+  proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                        timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
+  # Training went on to the last step after the disk filled...
+  assert "STEP 3" in proc.stdout and "STEP 4" in proc.stdout
+  # ...each refused save was an error naming the path, and the end says what to do.
+  ckpt_dir = str(workdir / "checkpoints")
+  assert f"Writing a checkpoint under {ckpt_dir} failed" in proc.stderr, proc.stderr[-3000:]
+  assert "File too large" in proc.stderr
+  raised = proc.stdout.split("RAISED", 1)[1]
+  assert ckpt_dir in raised and "step 2) is intact" in raised, raised
+  # The last good checkpoint is intact, and the run resumes from it once there is room:
+  # to the same final state as a run that never stopped.
+  assert checkpointing.kept_steps(workdir) == [2, 1]
+  resumed = train.train_and_evaluate(tiny_config(scenes_data_dir), str(workdir))
+  assert int(resumed.step) == 4 and _leaves_equal(resumed.params, straight[1].params)
+  assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+
+
 def test_nan_guard_stops_the_run_before_any_checkpoint(scenes_data_dir, tmp_path):
   config = tiny_config(scenes_data_dir)
   config.optimizer.warmup_steps = 0
   config.optimizer.learning_rate = float("inf")  # an injected blow-up in the first update
-  config.text.precompute = True  # fills the caption cache before the first step
+  config.text.embeddings = "store"  # built before the first step
+  config.text.store_dir = str(tmp_path / "stores")
   with pytest.raises(train.NonFiniteLossError, match=r"step 1: non-finite update"):
-    train.train_and_evaluate(config, str(tmp_path))
-  assert checkpointing.Checkpointer(tmp_path / "checkpoints").latest_step() is None
-  # Every training caption is cached (one step alone meets only a batch of them).
-  cache = text_conditioning.make_text(config, tmp_path).cache
+    train.train_and_evaluate(config, str(tmp_path / "wd"))
+  assert checkpointing.Checkpointer(tmp_path / "wd" / "checkpoints").latest_step() is None
+  # The store holds every distinct training caption (one step alone meets a batch of them).
+  [directory] = [p for p in (tmp_path / "stores").glob("*/*") if p.is_dir()]
+  assert directory.name.startswith("synthetic_scenes_32_mini-train-float16-")
+  store = text_cache.CaptionStore(directory)
   captions = set(pipeline.split_captions("synthetic_scenes/32_mini", "train", scenes_data_dir))
-  assert len(captions) > 500 and all(c in cache for c in captions)
+  assert len(captions) > 500 and len(store) == len(captions) and all(c in store for c in captions)
 
 
 def test_unprepared_dataset_names_the_prepare_command(tmp_path):

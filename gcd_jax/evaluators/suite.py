@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from etils import epath
 import numpy as np
 
 from gcd_jax import fileio
@@ -182,15 +183,15 @@ def point_key(*, checkpoint: str, step: int, sampler: dict, num_samples: int, se
           "batch_size": int(batch_size), "compute": compute, "data_dir": str(data_dir or "")}
 
 
-def point_dir(root: pathlib.Path, key: dict) -> pathlib.Path:
+def point_dir(root: str | os.PathLike, key: dict) -> epath.Path:
   s = key["sampler"]
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
   readable = (f"g{s.get('guidance_image', 0):g}-{s.get('guidance_layout', 0):g}_s{s.get('steps')}"
               f"_{s.get('method')}_n{key['num_samples']}_seed{key['seed']}_{key['split']}")
-  return pathlib.Path(root) / f"{readable}_{digest}"
+  return fileio.as_path(root) / f"{readable}_{digest}"
 
 
-def read_point(directory: pathlib.Path, key: dict) -> dict | None:
+def read_point(directory: epath.Path, key: dict) -> dict | None:
   """The cached record if `directory` holds this key's point (else None)."""
   record_path = directory / "metrics.json"
   if not record_path.is_file():
@@ -204,21 +205,21 @@ def read_point(directory: pathlib.Path, key: dict) -> dict | None:
   return record
 
 
-def read_samples(directory: pathlib.Path, judges: base.Judges) -> base.Samples | None:
+def read_samples(directory: epath.Path, judges: base.Judges) -> base.Samples | None:
   """The stored samples of a point, or None (absent or unreadable: sample again)."""
   import zipfile  # pylint: disable=g-import-not-at-top
   path = directory / "samples.npz"
   if not path.is_file():
     return None
   try:
-    with np.load(path, allow_pickle=False) as f:
+    with path.open("rb") as file, np.load(file, allow_pickle=False) as f:
       layouts = f["layouts"] if "layouts" in f.files else None
       return base.Samples(f["images"], layouts, judges)
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
     return None
 
 
-def write_samples(directory: pathlib.Path, samples: base.Samples) -> None:
+def write_samples(directory: epath.Path, samples: base.Samples) -> None:
   arrays = {"images": samples.images}
   if samples.layouts is not None:
     arrays["layouts"] = samples.layouts.astype(np.uint8 if samples.layouts.max(initial=0) < 256

@@ -28,15 +28,16 @@ import hashlib
 import os
 import pathlib
 import re
-import tempfile
 import zipfile
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gcd_jax import fileio
 from gcd_jax.metrics import frechet
 from gcd_jax.metrics import inception
 
@@ -201,16 +202,16 @@ def _identity(extractor) -> str:
   return identity
 
 
-def cache_path(cache_dir: str | os.PathLike, key: str, identity: str) -> pathlib.Path:
+def cache_path(cache_dir: str | os.PathLike, key: str, identity: str) -> epath.Path:
   """<cache_dir>/<key, sanitised>-<sha256(key, identity), 16 hex>.npz"""
   digest = hashlib.sha256(f"{key}\0{identity}".encode()).hexdigest()[:16]
   safe_key = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)[:80]
-  return pathlib.Path(cache_dir) / f"{safe_key}-{digest}.npz"
+  return fileio.as_path(cache_dir) / f"{safe_key}-{digest}.npz"
 
 
-def _read_cache(path: pathlib.Path, key: str, identity: str) -> Reference | None:
+def _read_cache(path: epath.Path, key: str, identity: str) -> Reference | None:
   try:
-    with np.load(path, allow_pickle=False) as f:
+    with path.open("rb") as file, np.load(file, allow_pickle=False) as f:
       if str(f["key"]) != key or str(f["identity"]) != identity:
         return None
       return Reference(key, identity, f["mu"], f["sigma"], f["features"])
@@ -219,21 +220,11 @@ def _read_cache(path: pathlib.Path, key: str, identity: str) -> Reference | None
     return None
 
 
-def _write_atomically(path: pathlib.Path, ref: Reference) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
+def _write_atomically(path: epath.Path, ref: Reference) -> None:
   # Written next to the target and renamed: a reader never sees half a file, and
   # an interrupted run leaves no file that looks valid.
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, key=ref.key, identity=ref.identity, mu=ref.mu, sigma=ref.sigma,
-               features=ref.features)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  fileio.atomic_write(path, lambda f: np.savez(
+      f, key=ref.key, identity=ref.identity, mu=ref.mu, sigma=ref.sigma, features=ref.features))
 
 
 def reference_statistics(extractor: FeatureExtractor, key: str,

@@ -402,12 +402,13 @@ def save_random_weights(path: str | pathlib.Path, seed: int = 0) -> pathlib.Path
     else:  # bn.bias, bn.running_mean
       value = (0.1 * rng.standard_normal(shape)).astype(np.float32)
     tensors[name] = value
+  from gcd_jax import fileio  # pylint: disable=g-import-not-at-top
   if path.suffix == ".safetensors":
-    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-    save_file(tensors, str(path), metadata={"format": "gcd_jax.fid_inception",
-                                            "source": f"random seed={seed}"})
+    from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
+    fileio.atomic_write(path, save(tensors, metadata={"format": "gcd_jax.fid_inception",
+                                                      "source": f"random seed={seed}"}))
   elif path.suffix == ".npz":
-    np.savez(path, **tensors)
+    fileio.atomic_write_npz(path, tensors, compressed=False)
   else:
     raise ValueError(f"{path}: use a .safetensors or .npz suffix")
   return path

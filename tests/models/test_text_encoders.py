@@ -1,4 +1,4 @@
-"""Tests for gcd_jax.models.text: pretrained BERT/T5, caption cache, scratch encoder.
+"""Tests for gcd_jax.models.text: pretrained BERT/T5, caption store, scratch encoder.
 
 The golden checkpoints and outputs under golden/text_encoders/ come from the
 PyTorch Hugging Face implementation (golden/make_text_encoder_goldens.py, run in
@@ -203,65 +203,116 @@ def test_max_length_beyond_positions():
     text.load_pretrained(GOLDEN / "bert_tiny", max_length=33)
 
 
-# --- Caption cache --------------------------------------------------------------------
+# --- Caption store and on-the-fly embeddings ------------------------------------------
 
 
 class CountingEncoder:
   """Forwards to a real encoder, recording each encode() call."""
 
-  def __init__(self, encoder, identity=None):
+  def __init__(self, encoder, identity=None, fail_after=None):
     self.encoder = encoder
     self.identity = identity or encoder.identity
     self.calls = []
+    self.fail_after = fail_after
 
   def __getattr__(self, name):
     return getattr(self.encoder, name)
 
   def encode(self, texts):
+    if self.fail_after is not None and len(self.calls) >= self.fail_after:
+      raise KeyboardInterrupt("killed")  # a build cut short
     self.calls.append(list(texts))
     return self.encoder.encode(texts)
 
 
-def files_under(directory):
-  return sorted(p.relative_to(directory) for p in directory.rglob("*") if p.is_file())
+STORE_CAPTIONS = ["a photo of a cat", "a kitten sleeps", "the woman with blond hair", "",
+            "a red car.", "two dogs on a beach", "the man smiles"]
 
 
-def test_cache_encodes_each_caption_once(tiny, tmp_path):
+def reference_rows(encoder, captions, dtype):
+  """The real-token rows of each caption, by the encoder alone, rounded to dtype."""
+  emb, mask = encoder.encode(captions)
+  return [emb[i, :mask[i].sum()].astype(dtype) for i in range(len(captions))]
+
+
+# The encoder's float32 output changes in its last bits with the batch a caption is
+# in (other batch sizes compile other kernels), which can move a rounded value by
+# one unit in the last place: 2^-10 relative for float16, 2^-7 for bfloat16.
+ULP = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+
+
+def assert_within_one_ulp(got, want, dtype):
+  got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+  np.testing.assert_allclose(got, want, rtol=ULP[dtype], atol=1e-7)
+  assert np.mean(got != want) < 0.05  # almost all equal bit for bit
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_store_holds_each_distinct_caption_once_in_16_bits(tiny, tmp_path, dtype):
   enc = CountingEncoder(tiny["bert_tiny"])
-  cache = text.CaptionEmbeddingCache(enc, tmp_path / "text_cache")
-  a, b, c = "a photo of a cat", "the red car.", ""
-  emb, mask = cache.get([a, b, a, b])
-  assert enc.calls == [[a, b]]
-  cache.get([b, c, c])
-  assert enc.calls == [[a, b], [c]]
-  emb2, mask2 = cache.get([a, b, c])
-  assert len(enc.calls) == 2
-  direct, direct_mask = tiny["bert_tiny"].encode([a, b, c])
-  np.testing.assert_allclose(emb2, direct, atol=1e-6)
-  np.testing.assert_array_equal(mask2, direct_mask)
-  np.testing.assert_array_equal(emb[:2], emb2[:2])
-  assert mask2[2].sum() == 2  # "" is encoded as [CLS] [SEP], not as a null entry
-  assert c in cache and "never seen" not in cache
+  directory = tmp_path / "store"
+  store = text.CaptionStore.build(directory, enc, STORE_CAPTIONS + STORE_CAPTIONS[::-1], dtype=dtype,
+                                  batch_size=3, progress=False)
+  assert sorted(c for call in enc.calls for c in call) == sorted(STORE_CAPTIONS)
+  # Opened again (a new process): each caption's rows equal the encoder's, rounded.
+  again = text.CaptionStore(directory)
+  want = reference_rows(tiny["bert_tiny"], STORE_CAPTIONS, text.cache.dtype_of(dtype))
+  for caption, rows in zip(STORE_CAPTIONS, want):
+    got = again.rows(caption)
+    assert got.dtype == text.cache.dtype_of(dtype)
+    assert_within_one_ulp(got, rows, dtype)
+  assert again.rows("never stored") is None and len(again) == len(STORE_CAPTIONS)
+  # Size: the real tokens only, 2 bytes a number, plus small index files.
+  tokens = sum(len(r) for r in want)
+  assert again.num_tokens == tokens
+  payload = sum(f.stat().st_size for f in directory.glob("part-*.bin"))
+  assert payload == tokens * tiny["bert_tiny"].dim * 2
+  assert again.nbytes < payload + 20_000
+  assert not list(tmp_path.glob("*.partial*"))  # renamed into place, nothing left over
+  assert store.rows(STORE_CAPTIONS[0]) is not None
 
 
-def test_cache_disk_round_trip(tiny, tmp_path):
-  captions = ["a photo of a cat", "a kitten sleeps", "the woman with blond hair"]
-  first = CountingEncoder(tiny["bert_tiny"])
-  assert text.CaptionEmbeddingCache(first, tmp_path).precompute(captions + captions) == 3
-  assert first.calls == [captions]
-  # A new cache (a new process) reads everything back from disk, bit for bit.
-  second = CountingEncoder(tiny["bert_tiny"])
-  emb, mask = text.CaptionEmbeddingCache(second, tmp_path, max_memory_items=1).get(captions)
-  assert second.calls == []
-  expected, expected_mask = text.CaptionEmbeddingCache(first).get(captions)
-  np.testing.assert_array_equal(emb, expected)
-  np.testing.assert_array_equal(mask, expected_mask)
-  files = files_under(tmp_path)
-  assert len(files) == 4 and pathlib.Path(first.identity, "encoder.json") in files
-  assert all(f.suffix == ".npz" for f in files if f.name != "encoder.json")  # no temp files
+def test_store_and_on_the_fly_give_the_same_embeddings(tiny, tmp_path):
+  encoder = tiny["bert_tiny"]
+  store = text.CaptionStore.build(tmp_path / "s", encoder, STORE_CAPTIONS[:5], progress=False)
+  from_store = CountingEncoder(encoder)
+  stored = text.CaptionEmbeddings(from_store, store=store)
+  on_the_fly = text.CaptionEmbeddings(CountingEncoder(encoder))
+  batch = [STORE_CAPTIONS[1], STORE_CAPTIONS[6], STORE_CAPTIONS[1], STORE_CAPTIONS[3], STORE_CAPTIONS[5]]
+  emb, mask = stored.get(batch)
+  emb2, mask2 = on_the_fly.get(batch)
+  assert_within_one_ulp(emb[mask], emb2[mask], "float16")
+  np.testing.assert_array_equal(mask, mask2)
+  # Only the captions missing from the store went through the encoder, in one call.
+  assert from_store.calls == [[STORE_CAPTIONS[6], STORE_CAPTIONS[5]]]
+  direct, direct_mask = encoder.encode(batch)
+  np.testing.assert_array_equal(mask, direct_mask)
+  np.testing.assert_allclose(emb, direct, rtol=1e-3, atol=1e-3)  # float16 rounding
+  assert np.all(emb[~mask] == 0) and emb.dtype == np.float32
+  assert mask[3].sum() == 2  # "" is [CLS] [SEP], not a null entry
+  # Each distinct caption is encoded once while it stays in memory.
+  on_the_fly.get(batch)
+  assert on_the_fly.num_encoded == 4
 
 
-def test_cache_keys_on_encoder_identity(tiny, tmp_path):
+def test_store_build_resumes_after_a_kill(tiny, tmp_path, monkeypatch):
+  monkeypatch.setattr(text.cache, "PART", 2)  # 7 captions: 4 parts
+  directory = tmp_path / "store"
+  with pytest.raises(KeyboardInterrupt):
+    text.CaptionStore.build(directory, CountingEncoder(tiny["bert_tiny"], fail_after=2),
+                            STORE_CAPTIONS, batch_size=2, progress=False)
+  assert not directory.exists() and len(list(tmp_path.glob("store.partial-*"))) == 1
+  resumed = CountingEncoder(tiny["bert_tiny"])
+  store = text.CaptionStore.build(directory, resumed, STORE_CAPTIONS, batch_size=2, progress=False)
+  assert len(resumed.calls) == 2  # parts 0 and 1 were finished before the kill
+  fresh = text.CaptionStore.build(tmp_path / "fresh", tiny["bert_tiny"], STORE_CAPTIONS, batch_size=2,
+                                  progress=False)
+  for c in STORE_CAPTIONS:
+    np.testing.assert_array_equal(store.rows(c), fresh.rows(c))
+  assert not list(tmp_path.glob("*.partial-*"))
+
+
+def test_store_is_keyed_by_everything_that_changes_it(tiny, tmp_path):
   ids = {n: e.identity for n, e in tiny.items()}
   assert len(set(ids.values())) == 3
   # Deterministic: the same checkpoint and settings always get the same identity.
@@ -270,14 +321,23 @@ def test_cache_keys_on_encoder_identity(tiny, tmp_path):
   assert ids["bert_tiny"].startswith(f"bert_tiny-L{GOLDEN_LENGTH}-")
   longer = text.load_pretrained(GOLDEN / "bert_tiny", max_length=16)
   assert longer.identity != ids["bert_tiny"]
-
-  captions = ["a photo of a cat"]
-  text.CaptionEmbeddingCache(CountingEncoder(tiny["bert_tiny"]), tmp_path).get(captions)
-  other = CountingEncoder(tiny["bert_tiny"], identity="other-encoder")
-  text.CaptionEmbeddingCache(other, tmp_path).get(captions)
-  assert other.calls == [captions]
-  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["other-encoder",
-                                                               ids["bert_tiny"]])
+  key = lambda **kw: text.cache.store_dir(**{**dict(
+      root=tmp_path, encoder_identity=ids["bert_tiny"], dataset_split="scenes/32-train",
+      dtype="float16", captions=sorted(STORE_CAPTIONS)), **kw})
+  variants = [key(), key(encoder_identity=longer.identity), key(dataset_split="scenes/32-test"),
+              key(dtype="bfloat16"), key(captions=sorted(STORE_CAPTIONS[:-1]))]
+  assert len(set(variants)) == len(variants)
+  assert key() == key()
+  # A store of one encoder or dtype is refused for another.
+  store = text.CaptionStore.build(key(), tiny["bert_tiny"], STORE_CAPTIONS, progress=False)
+  with pytest.raises(ValueError, match="not of"):
+    text.CaptionEmbeddings(tiny["t5_v1_0_tiny"], store=store)
+  with pytest.raises(ValueError, match="not of"):
+    text.CaptionEmbeddings(tiny["bert_tiny"], store=store, dtype="bfloat16")
+  # A changed captions.json is detected.
+  (pathlib.Path(key()) / "captions.json").write_text(json.dumps(["x"]))
+  with pytest.raises(ValueError, match="captions.json was changed"):
+    text.CaptionStore(key())
 
 
 # --- From-scratch encoder ---------------------------------------------------------------

