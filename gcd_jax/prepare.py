@@ -81,6 +81,8 @@ def prepare(dataset: str, config: str | None = None, data_dir: str | None = None
       raise ValueError(f"Unknown config {config!r} of {dataset}; known: "
                        f"{sorted(cls.builder_configs)}.")
   if data_dir is not None:
+    from gcd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    pipeline.check_local_data_dir(data_dir)
     kwargs["data_dir"] = os.path.expanduser(data_dir)
   builder = cls(file_format="array_record", **kwargs)
   download_config = tfds.download.DownloadConfig(

@@ -6,9 +6,10 @@
 # On every host: Python 3.11 (installed with uv; TPU VM images ship an older
 # Python), this checkout, the pinned dependencies, jax[tpu] at our JAX version,
 # then the run under nohup (it survives the SSH session; log: ~/gcd_jax_run.log).
-# The workdir and prepared datasets must be on a filesystem all hosts share (an
-# NFS/Filestore or gcsfuse mount; gs:// URLs are not supported yet). --dry-run prints
-# the commands instead of running them.
+# The workdir: a gs://bucket/... URL (google-cloud-storage is installed for it) or
+# a filesystem all hosts share. Prepared datasets: on each host's local disk or a
+# shared mount (NFS/Filestore, gcsfuse); array_record cannot read gs:// URLs.
+# --dry-run prints the commands instead of running them.
 set -euo pipefail
 dry_run=0
 if [ "${1:-}" = "--dry-run" ]; then dry_run=1; shift; fi
@@ -30,6 +31,7 @@ uv venv --seed --python 3.11 .venv
 . .venv/bin/activate
 bash launch/install.sh
 python -m pip install -q 'jax[tpu]==$jax_version' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
+python -m pip install -q 'google-cloud-storage>=2.14'
 nohup python -m gcd_jax.main --multihost $run_args > \$HOME/gcd_jax_run.log 2>&1 < /dev/null &
 echo \"started on \$(hostname): ~/gcd_jax_run.log\""
 archive=(git archive --format=tar.gz -o /tmp/gcd_jax.tar.gz HEAD)

@@ -66,6 +66,7 @@ def test_tpu_pod_installs_python_311_pins_jax_and_survives_the_ssh_session():
   remote = start[start.index("--command") + 1]
   assert "uv python install 3.11" in remote and "uv venv --seed --python 3.11 .venv" in remote
   assert f"'jax[tpu]=={_jax_pin()}'" in remote
+  assert "'google-cloud-storage>=2.14'" in remote  # for the gs:// workdir (Orbax)
   [run] = [line for line in remote.splitlines() if line.startswith("nohup ")]
   # The remote shell reads the line: every argument arrives as given.
   argv = shlex.split(run)

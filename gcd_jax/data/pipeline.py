@@ -66,6 +66,15 @@ _RESAMPLE = {"lanczos": Image.LANCZOS, "box": Image.BOX, "bilinear": Image.BILIN
 # Opening prepared datasets.
 
 
+def check_local_data_dir(data_dir: str | None) -> None:
+  """array_record reads (and writes) local files only: a URL would fail deep inside it."""
+  if data_dir and "://" in str(data_dir):
+    raise ValueError(
+        f"data_dir={data_dir}: prepared datasets are array_record files, which are read "
+        "from local disk only (array_record has no cloud-storage reader); copy the "
+        "prepared dataset to local disk, or mount the bucket (gcsfuse) and give that path")
+
+
 def load_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
   """The prepared dataset `name` ("synthetic_scenes/32", "layout_folder/my_data").
 
@@ -73,6 +82,7 @@ def load_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBui
   be read anywhere it was copied. Raises FileNotFoundError with the prepare
   command when it has not been prepared.
   """
+  check_local_data_dir(data_dir)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   # Not found: no files and no code (DatasetNotFoundError), or code without that

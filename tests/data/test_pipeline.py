@@ -229,6 +229,15 @@ def test_unprepared_dataset_error(tmp_path):
                                  batch_size=2, data_dir=str(tmp_path))
 
 
+def test_a_cloud_data_dir_is_refused_with_the_reason():
+  # array_record reads local files only (no cloud-storage reader): say so, not "No such file".
+  with pytest.raises(ValueError, match="data_dir=gs://bucket/tfds: .*local disk"):
+    pipeline.load_builder("synthetic_scenes/32_mini", "gs://bucket/tfds")
+  from gcd_jax import prepare  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="gcsfuse"):
+    prepare.prepare("synthetic_scenes", "32_mini", data_dir="gs://bucket/tfds")
+
+
 def test_random_bits_are_fair():
   bits = pipeline.example_random_bits(0, np.arange(20000))
   assert abs((bits & np.uint64(1)).mean() - 0.5) < 0.02
