@@ -22,7 +22,14 @@ if (os.environ.get("GCD_JAX_TEST_XLA_OPT", "0") in ("0", "")
     and "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]):
   os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 # Identical programs compiled by several tests (the train step of two runs that
-# are compared) are compiled once per session.
+# are compared, the same tiny config in several files) are compiled once per run
+# of the suite: the pytest-xdist workers and the subprocesses they start share
+# one cache directory (a reader that meets a half-written entry recompiles).
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if _RUN and _RUN.isalnum():
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                        os.path.join(tempfile.gettempdir(), f"gcd_jax_xla_cache_{_RUN}"))
+  os.makedirs(os.environ["JAX_COMPILATION_CACHE_DIR"], exist_ok=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gcd_jax_xla_cache_"))
 # Caption stores (~/.cache/gcd_jax/text_store by default) go to a fresh temporary directory.
 os.environ["GCD_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="gcd_jax_test_cache_")

@@ -279,3 +279,138 @@ def test_matched_bootstrap_is_paired_and_centres_a_frechet_like_bias():
     assert r["replicates_used"] == 200
     assert r["a_interval"][0] < r["a"] < r["a_interval"][1]
     assert r["difference"] == 0 and r["interval"] == [0.0, 0.0]
+
+
+# ---------------------------------------------------------------------------
+# The archive: the report from committed per-sample arrays, the driver skipping
+# what an earlier machine finished.
+
+
+@pytest.fixture(scope="module")
+def judged(scenes_data_dir, tmp_path_factory):
+  """(Context, generated Samples, segnet dir) on 32_mini: 40 test captions, a
+  random-weight segnet as the fd_seg judge, and as "generated" images the test
+  images of other captions, half of them noised (so that every metric is off
+  its optimum)."""
+  from gcd_jax import segnet
+  from gcd_jax.data import pipeline
+  from gcd_jax.evaluators import base, suite
+  n = 40
+  ref = suite.load_reference("synthetic_scenes/32_mini", "test", n, (32, 32), scenes_data_dir)
+  classes = pipeline.layout_classes("synthetic_scenes/32_mini", data_dir=scenes_data_dir)
+  cfg = segnet.SegNetConfig(num_classes=classes.num_classes)
+  judge = tmp_path_factory.mktemp("judge") / "segnet"
+  segnet.save(judge, cfg, segnet.init_params(cfg), classes, (32, 32))
+  judges = suite.make_judges(ref, segnet=str(judge), cache_dir=tmp_path_factory.mktemp("refcache"))
+  ctx = base.Context(ref, judges, replicates=0)
+  rng = np.random.default_rng(0)
+  images = ref.images[np.roll(np.arange(n), 3)].astype(np.int64)
+  images[: n // 2] += rng.integers(-40, 41, images[: n // 2].shape)
+  images = np.clip(images, 0, 255).astype(np.uint8)
+  return ctx, base.Samples(images, None, judges), judge
+
+
+def _evaluator_stats(ctx, samples):
+  from gcd_jax.evaluators import base
+  stats = {}
+  for ev in base.from_names(["correspondence", "image_fsd", "fd_seg"]):
+    stats.update(ev.statistics(ctx, samples))
+  return stats
+
+
+def test_archived_arrays_rebuild_the_evaluators_statistics_exactly(judged, tmp_path):
+  from gcd_jax.experiments import claim_archive
+  ctx, samples, _ = judged
+  direct = _evaluator_stats(ctx, samples)
+  path, ref_path = tmp_path / "p.npz", tmp_path / "r.npz"
+  claim_archive.write_arrays(path, claim_archive.point_arrays(ctx, samples), {"judge": "j"})
+  claim_archive.write_arrays(ref_path, claim_archive.reference_arrays(ctx), {"judge": "j"})
+  point, meta = claim_archive.read_arrays(path)
+  reference, _ = claim_archive.read_arrays(ref_path)
+  assert meta == {"judge": "j"} and point["segnet_features"].dtype == np.float32
+  rebuilt = claim_archive.statistics(point, reference, ctx.reference.classes.ignore_id)
+  assert sorted(rebuilt) == sorted(direct)
+  rng = np.random.default_rng(1)
+  n = len(samples)
+  for idx in [np.arange(n)] + [rng.integers(0, n, n) for _ in range(3)]:
+    for k in direct:
+      a, b = direct[k](idx), rebuilt[k](idx)
+      assert (np.isnan(a) and np.isnan(b)) or a == b, (k, a, b)
+  values = {k: direct[k](np.arange(n)) for k in ("semantic_recall", "attribute_accuracy", "fd_seg",
+                                                   "image_fsd")}
+  assert 0 < values["semantic_recall"] < 1 and values["fd_seg"] > 0 and values["image_fsd"] > 0
+
+
+def _fake_experiment(out, protocol, grid, ctx, samples, judge):
+  """Marks every stage of `grid` done, with stored samples and records as
+  `gcd_jax.evaluate` writes them (each arm's images differ)."""
+  import shutil
+  from gcd_jax.evaluators import base, suite
+  shutil.copytree(judge, pc.judge_dir(out))
+  for a, spec in enumerate(grid):
+    for st in pc.run_stages(out, protocol, spec):
+      kind = st.key.split("/")[0]
+      if kind == "train":
+        st.output.mkdir(parents=True)
+      else:
+        points = []
+        for g in (protocol["sweep_guidance"] if kind == "sweep" else (protocol["chosen_guidance"],)):
+          images = np.roll(samples.images, a + int(g), axis=0)
+          point = base.Samples(images, None, ctx.judges)
+          directory = out / "points" / f"{spec.name}_{kind}_{g:g}"
+          suite.write_samples(directory, point)
+          stats = _evaluator_stats(ctx, point)
+          metrics = {k: float(f(np.arange(len(images)))) for k, f in stats.items()}
+          points.append({"guidance": g, "num_samples": len(images), "directory": str(directory),
+                         "metrics": metrics, "intervals": {k: [v, v] for k, v in metrics.items()}})
+        st.output.parent.mkdir(parents=True, exist_ok=True)
+        st.output.write_text(json.dumps(points))
+      pc.write_state(out, st.key, {"done": True, "spec": st.spec(out),
+                                   "attempts": [{"wall_s": 60.0, "rc": 0, "hardware": pc.hardware()}]})
+
+
+def test_report_from_the_archive_alone_and_run_skips_what_it_holds(judged, tmp_path):
+  import shutil
+  from gcd_jax.experiments import claim_archive
+  ctx, samples, judge = judged
+  protocol = {k: v for k, v in pc.PROTOCOL.items()
+              if k not in ("clustering_steps", "clustering_images", "outpainting_images")}
+  protocol.update(sweep_guidance=(1.0, 2.0, 3.0), sweep_samples=len(samples),
+                  chosen_samples=len(samples))
+  grid = (pc.RunSpec("joint", 25, 0), pc.RunSpec("image_only", 25, 0), pc.RunSpec("joint", 50, 0))
+  out, results = tmp_path / "exp", tmp_path / "results"
+  _fake_experiment(out, protocol, grid[:2], ctx, samples, judge)
+  first = claim_report.write_report(out, results, protocol, grid, bootstrap=20,
+                                    judges_for=lambda n: ctx)
+  (row,) = first["comparisons"]
+  assert row["a"] == "joint_25_s0" and row["fixed_guidance"] and row["matched"]
+
+  # The machine is gone: only the results directory is left.
+  shutil.rmtree(out)
+  def no_judges(n):
+    raise AssertionError("nothing left to archive: the report must not need the judges")
+  second = claim_report.write_report(out, results, protocol, grid, bootstrap=20, judges_for=no_judges)
+  assert second["comparisons"] == first["comparisons"]
+  assert second["runs"]["joint_25_s0"]["stages"]["sweep"]["archived"]
+  assert second["runs"]["joint_25_s0"]["stages"]["train"]["wall_s"] == 60.0
+  assert second["runs"]["joint_50_s0"]["chosen"] is None
+
+  # A new machine's `run`: the judge is restored, not retrained; archived runs
+  # (training included) are skipped; the rest runs, after the data is prepared.
+  todo = pc.not_archived(out, results, protocol, grid, log=_quiet)
+  assert claim_archive.judge_identity(pc.judge_dir(out)) == claim_archive.judge_identity(judge)
+  assert [s.key for s in todo] == ["prepare/synthetic_scenes_32_8k", "train/joint_50_s0",
+                                   "sweep/joint_50_s0", "chosen/joint_50_s0"]
+  assert pc.not_archived(out, results, protocol, grid[:2], log=_quiet) == []
+
+  # Another judge is never mixed in.
+  other = tmp_path / "other_judge"
+  shutil.copytree(judge, other)
+  record = json.loads((other / "segnet.json").read_text())
+  record["identity"] = "segnet-0000000000000000"
+  (other / "segnet.json").write_text(json.dumps(record))
+  with pytest.raises(ValueError, match="never mixed"):
+    claim_archive.archive_judge(other, results)
+  # Nor another protocol.
+  with pytest.raises(ValueError, match="another protocol"):
+    claim_archive.check_protocol(results, dict(protocol, num_steps=1), grid)

@@ -56,17 +56,26 @@ def _correspondence_keys(ref: base.Reference, prefix: str) -> tuple[str, ...]:
   return tuple(prefix + k for k in keys)
 
 
-def correspondence_statistics(ref: base.Reference, layouts: np.ndarray, images: np.ndarray,
-                              prefix: str = ""
-                              ) -> dict[str, base.Statistic]:
-  """Semantic recall (and, on synthetic_scenes, attribute accuracy) of the
-  captions against (layouts, images), as bootstrap statistics."""
-  recall = corr.per_sample_recall(ref.captions, layouts, _named_fn(ref),
-                                  presence=corr.presence_rule(ref.dataset))
-  stats = {prefix + "semantic_recall": lambda idx: _nanmean(recall[idx])}
+def correspondence_arrays(ref: base.Reference, layouts: np.ndarray, images: np.ndarray
+                          ) -> dict[str, np.ndarray]:
+  """Per sample, what the correspondence statistics are made of: "recall" [N]
+  (NaN where the caption names no class) and, on synthetic_scenes,
+  "attribute_correct" and "attribute_total" [N, 4] (`corr.attribute_counts`)."""
+  arrays = {"recall": corr.per_sample_recall(ref.captions, layouts, _named_fn(ref),
+                                             presence=corr.presence_rule(ref.dataset))}
   if ref.synthetic:
-    correct, total = corr.attribute_counts(ref.captions, layouts, images,
-                                           corr.presence_rule(ref.dataset))
+    arrays["attribute_correct"], arrays["attribute_total"] = corr.attribute_counts(
+        ref.captions, layouts, images, corr.presence_rule(ref.dataset))
+  return arrays
+
+
+def correspondence_from_arrays(arrays: dict[str, np.ndarray], prefix: str = ""
+                               ) -> dict[str, base.Statistic]:
+  """The bootstrap statistics of `correspondence_arrays`."""
+  recall = arrays["recall"]
+  stats = {prefix + "semantic_recall": lambda idx: _nanmean(recall[idx])}
+  if "attribute_correct" in arrays:
+    correct, total = arrays["attribute_correct"], arrays["attribute_total"]
 
     def share(key):
       return lambda idx: corr.attribute_shares(correct[idx], total[idx])[key]
@@ -75,6 +84,14 @@ def correspondence_statistics(ref: base.Reference, layouts: np.ndarray, images: 
     for a in corr.ATTRIBUTES:
       stats[f"{prefix}attribute_accuracy_{a}"] = share(a)
   return stats
+
+
+def correspondence_statistics(ref: base.Reference, layouts: np.ndarray, images: np.ndarray,
+                              prefix: str = ""
+                              ) -> dict[str, base.Statistic]:
+  """Semantic recall (and, on synthetic_scenes, attribute accuracy) of the
+  captions against (layouts, images), as bootstrap statistics."""
+  return correspondence_from_arrays(correspondence_arrays(ref, layouts, images), prefix)
 
 
 @base.register
@@ -187,19 +204,31 @@ def kid_subset_size(n: int) -> int:
   return max(2, min(1000, n // 2))
 
 
+def reference_features(extractor: fid.FeatureExtractor, ref: base.Reference,
+                       cache_dir: str | os.PathLike | None) -> np.ndarray:
+  """[N, D] `extractor` features of the reference images (cached in `cache_dir`)."""
+  from gcd_jax.metrics import fid  # pylint: disable=g-import-not-at-top
+  key = f"{ref.dataset}-{ref.split}-n{len(ref.images)}"
+  if cache_dir is not None:
+    return fid.reference_statistics(extractor, key, lambda: ref.images, cache_dir).features
+  return fid.Reference.from_features(key, extractor.identity,
+                                     fid.compute_features(extractor, ref.images)).features
+
+
 def feature_statistics(extractor: fid.FeatureExtractor, ref: base.Reference, images: np.ndarray,
                        cache_dir: str | os.PathLike | None, prefix: tuple[str, str]
                        ) -> dict[str, base.Statistic]:
   """Frechet distance and KID (mean and spread over subsets) of `extractor` features."""
   from gcd_jax.metrics import fid  # pylint: disable=g-import-not-at-top
-  key = f"{ref.dataset}-{ref.split}-n{len(ref.images)}"
-  if cache_dir is not None:
-    reference = fid.reference_statistics(extractor, key, lambda: ref.images, cache_dir)
-  else:
-    reference = fid.Reference.from_features(key, extractor.identity,
-                                            fid.compute_features(extractor, ref.images))
-  gen = np.asarray(fid.compute_features(extractor, images), np.float64)
-  real = frechet.FrechetReference(reference.features)
+  return features_from_arrays(fid.compute_features(extractor, images),
+                              reference_features(extractor, ref, cache_dir), prefix)
+
+
+def features_from_arrays(generated: np.ndarray, real: np.ndarray, prefix: tuple[str, str]
+                         ) -> dict[str, base.Statistic]:
+  """`feature_statistics` of the features of the generated and the reference images."""
+  gen = np.asarray(generated, np.float64)
+  reference = frechet.FrechetReference(real)
   m = kid_subset_size(len(gen))
   everything = np.arange(len(gen))
   memo = {}
@@ -207,19 +236,18 @@ def feature_statistics(extractor: fid.FeatureExtractor, ref: base.Reference, ima
   def kid(idx, which):
     if len(idx) == len(gen) and np.array_equal(idx, everything):
       if "full" not in memo:
-        memo["full"] = frechet.kernel_distance(gen, reference.features, num_subsets=100,
-                                               subset_size=m)
+        memo["full"] = frechet.kernel_distance(gen, real, num_subsets=100, subset_size=m)
       return memo["full"][which]
     if which == 1:
       return float("nan")  # the spread over subsets has no bootstrap interval
     # A bootstrap replicate: its distinct samples (duplicates would leak k(x, x)
     # into the unbiased estimate), 10 subsets each to keep the intervals affordable.
     distinct = gen[np.unique(idx)]
-    return frechet.kernel_distance(distinct, reference.features, num_subsets=10,
+    return frechet.kernel_distance(distinct, real, num_subsets=10,
                                    subset_size=min(m, len(distinct)))[0]
 
   fd_key, kid_key = prefix
-  return {fd_key: lambda idx: real.distance(gen[idx]),
+  return {fd_key: lambda idx: reference.distance(gen[idx]),
           kid_key: lambda idx: kid(idx, 0),
           kid_key + "_std": lambda idx: kid(idx, 1)}
 

@@ -176,18 +176,6 @@ def compare_matched(sweep_a: list[PointStats], sweep_b: list[PointStats], fideli
   return rows
 
 
-def _load_point_stats(record: dict, judges_for) -> PointStats:
-  from gcd_jax.evaluators import base, suite  # pylint: disable=g-import-not-at-top
-  ctx = judges_for(record["num_samples"])
-  samples = suite.read_samples(pathlib.Path(record["directory"]), ctx.judges)
-  if samples is None:
-    raise FileNotFoundError(f"{record['directory']}: no stored samples")
-  stats = {}
-  for ev in base.from_names(["correspondence", "image_fsd", "fd_seg"]):
-    stats.update(ev.statistics(ctx, samples))
-  return PointStats(record, stats, len(samples))
-
-
 def seed_spread(comparisons: Sequence[dict]) -> dict:
   """Per data label with several seeds: each seed's a - b at the fixed guidance,
   their mean and range, per metric."""
@@ -215,21 +203,33 @@ def _read_json(path: pathlib.Path):
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def collect(out: pathlib.Path, protocol: dict, grid: Sequence[paper_claim.RunSpec]) -> dict:
-  """Per run: its spec, finished evaluation records and the budget of its stages."""
+def collect(out: pathlib.Path, protocol: dict, grid: Sequence[paper_claim.RunSpec],
+            results: pathlib.Path | None = None) -> dict:
+  """Per run: its spec, finished evaluation records and the budget of its stages.
+
+  A stage archived in `results` (`claim_archive`) is read from the archive,
+  which outlives the experiment directory; any other from `out`.
+  """
+  from gcd_jax.experiments import claim_archive  # pylint: disable=g-import-not-at-top
   from gcd_jax.experiments import paper_claim  # pylint: disable=g-import-not-at-top
   runs = {}
   for spec in grid:
     stages = paper_claim.run_stages(out, protocol, spec)
+    archived = claim_archive.read_stages(results, spec.name) if results is not None else {}
     entry = {"spec": {"arm": spec.arm, "fraction": spec.fraction, "seed": spec.seed,
                       "captioned": spec.captioned, "overrides": [list(o) for o in spec.overrides]},
              "stages": {}, "sweep": None, "chosen": None, "clustering": None,
              "clustering_qsample": None, "outpainting": None}
     for st in stages:
-      summary = paper_claim.stage_summary(out, st)
-      entry["stages"][st.key.split("/")[0]] = summary
       kind = st.key.split("/")[0]
-      if kind in ("sweep", "chosen", "clustering", "clustering_qsample", "outpainting") and summary["done"]:
+      if results is not None and claim_archive.archived(results, spec.name, kind):
+        entry["stages"][kind] = dict(archived[kind], archived=True)
+        if kind in claim_archive.RECORDS:
+          entry[kind] = claim_archive.read_record(results, spec.name, kind)
+        continue
+      summary = paper_claim.stage_summary(out, st)
+      entry["stages"][kind] = summary
+      if kind in claim_archive.RECORDS and summary["done"]:
         entry[kind] = _read_json(st.output)
     runs[spec.name] = entry
   return runs
@@ -255,6 +255,16 @@ def _pairs(grid):
   return pairs
 
 
+def _global_summary(out: pathlib.Path, results: pathlib.Path, stage) -> dict:
+  from gcd_jax.experiments import claim_archive  # pylint: disable=g-import-not-at-top
+  from gcd_jax.experiments import paper_claim  # pylint: disable=g-import-not-at-top
+  summary = paper_claim.stage_summary(out, stage)
+  archived = claim_archive.read_global(results).get(stage.key)
+  if archived is not None and not summary["done"]:
+    return dict(archived, archived=True)
+  return summary
+
+
 def _fmt(v, iv=None, digits=3) -> str:
   if v is None or not np.isfinite(v):
     return "n/a"
@@ -266,16 +276,21 @@ def _fmt(v, iv=None, digits=3) -> str:
 
 def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict,
                  grid: Sequence[paper_claim.RunSpec],
-                 bootstrap: int = 300, seed: int = 0) -> dict:
-  """Writes claim.json, claim.md and the figure; returns the JSON record."""
+                 bootstrap: int = 300, seed: int = 0, judges_for=None) -> dict:
+  """Writes claim.json, claim.md and the figure; returns the JSON record.
+
+  `judges_for(n)`: the evaluation Context of the first n test images (default:
+  the protocol's dataset, judged by the experiment's segnet); it is needed only
+  to archive stages that are not archived yet.
+  """
   from gcd_jax.evaluators import base, suite  # pylint: disable=g-import-not-at-top
   from gcd_jax.experiments import paper_claim  # pylint: disable=g-import-not-at-top
 
-  runs = collect(out, protocol, grid)
+  from gcd_jax.experiments import claim_archive  # pylint: disable=g-import-not-at-top
   dataset = f"{protocol['dataset']}/{protocol['builder_config']}"
   contexts = {}
 
-  def judges_for(n):
+  def default_judges_for(n):
     if n not in contexts:
       ref = suite.load_reference(dataset, "test", n, (32, 32))
       judges = suite.make_judges(ref, segnet=str(paper_claim.judge_dir(out)),
@@ -283,12 +298,15 @@ def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict,
       contexts[n] = base.Context(ref, judges, replicates=0)
     return contexts[n]
 
+  claim_archive.update(out, results, protocol, grid, judges_for or default_judges_for)
+  runs = collect(out, protocol, grid, results)
   point_cache = {}
 
-  def stats_of(record):
-    key = record["directory"]
+  def stats_of(name, stage, record):
+    key = (name, stage, record["guidance"])
     if key not in point_cache:
-      point_cache[key] = _load_point_stats(record, judges_for)
+      stats, n = claim_archive.point_statistics(results, name, stage, record)
+      point_cache[key] = PointStats(record, stats, n)
     return point_cache[key]
 
   comparisons = []
@@ -296,11 +314,12 @@ def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict,
     j, i = runs[spec_a.name], runs[spec_b.name]
     row = {"label": label, "seed": s, "a": spec_a.name, "b": spec_b.name}
     if j["chosen"] and i["chosen"]:
-      row["fixed_guidance"] = compare_fixed(stats_of(j["chosen"][0]), stats_of(i["chosen"][0]),
+      row["fixed_guidance"] = compare_fixed(stats_of(spec_a.name, "chosen", j["chosen"][0]),
+                                            stats_of(spec_b.name, "chosen", i["chosen"][0]),
                                             FIDELITY + CORRESPONDENCE, bootstrap, seed)
     if j["sweep"] and i["sweep"]:
-      sa = [stats_of(r) for r in j["sweep"]]
-      sb = [stats_of(r) for r in i["sweep"]]
+      sa = [stats_of(spec_a.name, "sweep", r) for r in j["sweep"]]
+      sb = [stats_of(spec_b.name, "sweep", r) for r in i["sweep"]]
       keys = FIDELITY + CORRESPONDENCE
       table = replicate_table(sa + sb, keys, paired_indices(sa[0].n, bootstrap, seed))
       row["matched"] = [
@@ -312,14 +331,14 @@ def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict,
 
   record = {"protocol": protocol, "runs": runs, "comparisons": comparisons,
             "seed_spread": seed_spread(comparisons),
-            "global_stages": [paper_claim.stage_summary(out, st)
+            "global_stages": [_global_summary(out, results, st)
                               for st in paper_claim.global_stages(out, protocol)],
             "bootstrap": {"replicates": bootstrap, "seed": seed, "level": 0.95}}
   results.mkdir(parents=True, exist_ok=True)
   fileio.atomic_write_text(results / "claim.json", json.dumps(record, indent=1))
   fileio.atomic_write_text(results / "claim.md", markdown(record))
   plot(record, results / "fidelity_vs_correspondence.png")
-  clustering_figure(record, dataset, results / "clustering.png")
+  clustering_figure(record, results, results / "clustering.png")
   return record
 
 
@@ -332,10 +351,10 @@ def _majority_colours(clusters, layouts, colours) -> np.ndarray:
   return out
 
 
-def clustering_figure(record: dict, dataset: str, path: pathlib.Path, rows: int = 4) -> None:
+def clustering_figure(record: dict, results: pathlib.Path, path: pathlib.Path, rows: int = 4) -> None:
   """Paper Fig. 8: images, true layouts, and the k-means clusters of the decoder's
   full-resolution features at each t, joint next to image-only (the 100 % pair)."""
-  from gcd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from gcd_jax.experiments import claim_archive  # pylint: disable=g-import-not-at-top
   pair = None
   for c in record["comparisons"]:
     if not c["label"].endswith("%") or c["label"].startswith("captions"):
@@ -348,9 +367,11 @@ def clustering_figure(record: dict, dataset: str, path: pathlib.Path, rows: int 
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  colours = np.asarray(pipeline.layout_classes(dataset).colors, np.uint8)
-  maps = {name: np.load(pathlib.Path(r["stages"]["clustering"]["output"]).with_suffix(".npz"))
-          for name, r in ((pair[0], pair[1]), (pair[2], pair[3]))}
+  maps = {}
+  for name in (pair[0], pair[2]):
+    with np.load(claim_archive.maps_path(results, name), allow_pickle=False) as f:
+      maps[name] = {k: f[k] for k in f.files}
+  colours = maps[pair[0]]["colours"]
   steps = list(pair[1]["clustering"]["steps"])
   base = maps[pair[0]]
   rows = min(rows, len(base["images"]))

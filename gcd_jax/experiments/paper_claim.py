@@ -479,11 +479,42 @@ def run_all(out: pathlib.Path, stages: list[Stage], *, python: str = sys.executa
   return 0
 
 
+def not_archived(out: pathlib.Path, results: pathlib.Path, protocol: dict,
+                 specs: Sequence[RunSpec], log: Callable[[str], Any] = print) -> list[Stage]:
+  """The stages still to do once the archive (`claim_archive`, in `results`) is
+  taken into account: an archived stage is not run again, nor the training of a
+  run whose evaluations are all archived, nor the judge once archived (it is
+  restored into `out` instead: every run is judged by the same network), nor
+  the data preparation when nothing else is left."""
+  from gcd_jax.experiments import claim_archive  # pylint: disable=g-import-not-at-top
+  if claim_archive.restore_judge(results, judge_dir(out)):
+    log(f"restored the archived judge into {judge_dir(out)}")
+  todo = []
+  for spec in specs:
+    stages = run_stages(out, protocol, spec)
+    kinds = [st.key.split("/")[0] for st in stages]
+    skip_train = claim_archive.run_archived(results, spec.name, kinds)
+    for st, kind in zip(stages, kinds):
+      if (kind == "train" and skip_train) or claim_archive.archived(results, spec.name, kind):
+        continue
+      todo.append(st)
+  prepare, judge = global_stages(out, protocol)
+  if claim_archive.judge_identity(claim_archive.root(results) / "judge") is None:
+    todo.insert(0, judge)
+  if todo:
+    todo.insert(0, prepare)
+  return todo
+
+
 def cmd_run(args: types.SimpleNamespace) -> int:
+  from gcd_jax.experiments import claim_archive  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(args.out).absolute()
+  results = pathlib.Path(args.results)
   out.mkdir(parents=True, exist_ok=True)
   check_protocol(out, PROTOCOL, GRID)
-  stages = all_stages(out, PROTOCOL, select(GRID, args.only))
+  claim_archive.check_protocol(results, PROTOCOL, GRID)
+  stages = not_archived(out, results, PROTOCOL, select(GRID, args.only),
+                        log=lambda m: print(m, flush=True))
   return run_all(out, stages, python=args.python, progress_every=args.progress_every, nice=args.nice,
                  dry_run=args.dry_run, log=lambda m: print(m, flush=True))
 
@@ -502,13 +533,25 @@ def stage_summary(out: pathlib.Path, stage: Stage) -> dict:
 
 
 def cmd_status(args: types.SimpleNamespace) -> int:
+  from gcd_jax.experiments import claim_archive  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(args.out).absolute()
   stages = all_stages(out, PROTOCOL, select(GRID, args.only))
   total = 0.0
+  results = pathlib.Path(args.results)
+  archived_global = claim_archive.read_global(results)
   for s in stages:
     r = stage_summary(out, s)
+    name = s.key.split("/", 1)[1]
+    kind = s.key.split("/")[0]
+    if not r["done"]:  # done on an earlier machine?
+      archived = (archived_global.get(s.key) if s.key in archived_global else
+                  claim_archive.read_stages(results, name).get(kind)
+                  if claim_archive.archived(results, name, kind) else None)
+      if archived is not None:
+        r = dict(archived, done="archived")
     total += r["wall_s"]
-    mark = ("done" if r["done"] else "running/killed" if r["unfinished"]
+    mark = ("archived" if r["done"] == "archived" else "done" if r["done"]
+            else "running/killed" if r["unfinished"]
             else "stopped" if r["last_rc"] == 0 else "failed" if r["attempts"] else "-")
     print(f"{s.key:48s} {mark:15s} {r['wall_s'] / 60:7.1f} min  {r['attempts']} attempt(s)")
   print(f"total wall time so far: {total / 3600:.2f} h")
@@ -518,9 +561,12 @@ def cmd_status(args: types.SimpleNamespace) -> int:
 def cmd_report(args: types.SimpleNamespace) -> int:
   from gcd_jax.experiments import claim_report  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(args.out).absolute()
-  if not (out / "protocol.json").exists():
-    raise ValueError(f"{out}: no protocol.json; nothing was run there")
-  check_protocol(out, PROTOCOL, GRID)  # refuses to report another protocol's runs as pending
+  from gcd_jax.experiments import claim_archive  # pylint: disable=g-import-not-at-top
+  archive = claim_archive.root(pathlib.Path(args.results)) / "protocol.json"
+  if not (out / "protocol.json").exists() and not archive.exists():
+    raise ValueError(f"{out}: no protocol.json, and no archive in {args.results}; nothing was run")
+  if (out / "protocol.json").exists():
+    check_protocol(out, PROTOCOL, GRID)  # refuses to report another protocol's runs as pending
   claim_report.write_report(out, pathlib.Path(args.results), PROTOCOL, GRID,
                             bootstrap=args.bootstrap)
   return 0
@@ -542,8 +588,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_float("progress_every", 120.0, "run: seconds between progress lines.",
                      flag_values=fv)
   flags.DEFINE_integer("nice", 0, "run: the jobs' niceness.", flag_values=fv)
-  flags.DEFINE_string("results", "docs/results/paper_claim", "report: where the report goes.",
-                      flag_values=fv)
+  flags.DEFINE_string("results", str(REPO / "docs" / "results" / "paper_claim"),
+                      "run, report: where the report and its archive go (run skips what the "
+                      "archive holds).", flag_values=fv)
   flags.DEFINE_integer("bootstrap", 300, "report: bootstrap resamplings of the comparisons.",
                        lower_bound=0, flag_values=fv)
 

@@ -175,7 +175,12 @@ def class_pixel_counts(layouts: jax.Array | np.ndarray, num_classes: int,
 def class_percentages(layouts: jax.Array | np.ndarray, num_classes: int,
                       ignore_id: int | None = None) -> np.ndarray:
   """The FSD feature: [N, H, W] -> [N, K] float64, 100 * class pixels / labelled pixels."""
-  counts = class_pixel_counts(layouts, num_classes, ignore_id).astype(np.float64)
+  return percentages_of_counts(class_pixel_counts(layouts, num_classes, ignore_id), ignore_id)
+
+
+def percentages_of_counts(counts: np.ndarray, ignore_id: int | None = None) -> np.ndarray:
+  """`class_percentages` from the [N, K] `class_pixel_counts` of the layouts."""
+  counts = np.asarray(counts, np.float64)
   labelled = counts.sum(1, keepdims=True)
   if np.any(labelled == 0):
     raise ValueError(f"layouts: {int((labelled == 0).sum())} layout(s) have no labelled pixel"
