@@ -38,7 +38,9 @@ def _is_write_error(e: BaseException) -> bool:
   return isinstance(e, OSError) or bool(_WRITE_ERROR.search(str(e)))
 
 
-def _first_line(e: BaseException) -> str:
+def _last_line(e: BaseException) -> str:
+  """The last line of an error's message (where a wrapped OSError says what
+  failed, "File too large"), or its type's name; at most 500 characters."""
   text = str(e).strip()
   return (text.splitlines()[-1] if text else type(e).__name__)[:500]
 
@@ -88,7 +90,7 @@ class Checkpointer:
       self.failed_saves += 1
       logging.error("Writing a checkpoint under %s failed (%s). The newest complete checkpoint "
                     "(step %s) is intact; training goes on and the next save tries again.",
-                    self.directory, _first_line(e), self.latest_step())
+                    self.directory, _last_line(e), self.latest_step())
       return False
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, str, dict]:
@@ -135,7 +137,7 @@ class Checkpointer:
       if not _is_write_error(e):
         raise
       raise CheckpointWriteError(
-          f"writing a checkpoint under {self.directory} failed ({_first_line(e)}). The newest "
+          f"writing a checkpoint under {self.directory} failed ({_last_line(e)}). The newest "
           f"complete checkpoint (step {self.latest_step()}) is intact: free space and rerun the "
           "same command to resume from it.") from e
 

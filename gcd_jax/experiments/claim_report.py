@@ -1,8 +1,9 @@
 """The report of `paper_claim`: comparisons at fixed guidance and at matched fidelity.
 
-Reads the evaluation records of every finished run (<out>/results/<run>/*.json,
-written by `gcd_jax.evaluate --json`) and their stored samples, and writes to
-`results`:
+Archives every finished stage of the experiment directory into
+<results>/archive/ (`claim_archive`: evaluation records and, per generated
+sample, what the statistics are made of), then reads every run from the archive,
+or from <out> while it is not archived, and writes to `results`:
   claim.json   every number: per run and point (metrics, 95 % intervals), the
                comparisons below, the budget (wall time and hardware of every stage)
   claim.md     the tables

@@ -30,7 +30,10 @@ wall time, in <out>/state/; it is skipped once done. The jobs run one at a
 time, each in its own session (Ctrl-C and SIGTERM reach the driver, which
 passes SIGTERM on so that training saves first; a job gets SIGTERM when the
 driver dies), and their output goes to <out>/logs/. `report` reads whatever is finished and writes the JSON of every
-number, markdown tables and plots (see `gcd_jax.experiments.claim_report`).
+number, markdown tables and plots (see `gcd_jax.experiments.claim_report`),
+after archiving what it needs into <results>/archive/ (`claim_archive`), which
+is committed: `run` skips what the archive holds and restores its judge, so the
+grid goes on across machines.
 
 Measurement: every run is sampled with the default sampler (SDE-DPM-Solver++
 2M, 25 steps) on the first N test captions: a guidance sweep at 300 samples per
