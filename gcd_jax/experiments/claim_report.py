@@ -364,6 +364,7 @@ def clustering_figure(record: dict, results: pathlib.Path, path: pathlib.Path, r
     if j.get("clustering") and i.get("clustering") and (pair is None or c["label"] == "100%"):
       pair = (c["a"], j, c["b"], i)
   if pair is None:
+    path.unlink(missing_ok=True)  # a figure of earlier runs would be read as these runs'
     return
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -503,6 +504,7 @@ def plot(record: dict, path: pathlib.Path) -> None:
   runs = {n: r for n, r in record["runs"].items() if r["sweep"]}
   fractions = sorted({r["spec"]["fraction"] for r in runs.values() if r["spec"]["captioned"] is None})
   if not fractions:
+    path.unlink(missing_ok=True)
     return
   pairs = [("fd_seg", "semantic_recall"), ("image_fsd", "attribute_accuracy")]
   fig, axes = plt.subplots(len(pairs), len(fractions), squeeze=False,
