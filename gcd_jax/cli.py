@@ -93,8 +93,9 @@ def command_main(define: Define, command: Callable[[types.SimpleNamespace], Any]
   except UsageError as e:
     print(f"{prog}: error: {e}\nRun `{prog} --help` for the flags.", file=sys.stderr)
     return 2
+  from gcd_jax import compilation_cache  # pylint: disable=g-import-not-at-top
+  compilation_cache.tune_gc()
   if jax_cache:
-    from gcd_jax import compilation_cache  # pylint: disable=g-import-not-at-top
     compilation_cache.enable()
   try:
     command(args)

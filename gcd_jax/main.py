@@ -32,6 +32,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _MULTIHOST.value:
     jax.distributed.initialize()
+  compilation_cache.tune_gc()
   cache = compilation_cache.enable()
   logging.info("Persistent compilation cache: %s", cache or "off")
   logging.info("JAX process %d / %d, local devices %s", jax.process_index(),

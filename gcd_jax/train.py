@@ -8,6 +8,7 @@ ways a run stops early (preemption and a non-finite loss).
 
 from __future__ import annotations
 
+import collections
 import signal
 import time
 from typing import Any, Callable, Sequence
@@ -31,6 +32,50 @@ from gcd_jax import text_conditioning
 from gcd_jax import train_lib
 from gcd_jax import visualize
 from gcd_jax.data import pipeline
+
+
+# The traced and compiled pieces of a training setup (the abstract state, its
+# shardings, the jitted init and train step), kept for a later run in this
+# process whose setup is equal: tests, notebooks and sweeps train several runs
+# in one process, and a fresh jax.jit traces, lowers and loads (or compiles) the
+# step again, ~13 s of a 4-step tiny run's 18 s on 2 CPU cores. The key is the
+# whole config but for the keys below, which only the host loop reads, plus
+# the text vocabulary, the layout's ignore id and the mesh.
+_HOST_ONLY_KEYS = ("init_from", "data.data_dir", "data.num_workers", "train.log_every",
+                   "train.checkpoint_every", "train.keep_checkpoints", "train.sample_every",
+                   "train.eval_every", "train.profile_steps", "train.profile_first_step",
+                   "train.progress_every_secs")
+_HOST_ONLY_PREFIXES = ("sample.", "eval.")
+_SETUPS: collections.OrderedDict = collections.OrderedDict()
+_MAX_SETUPS = 4
+
+
+def _setup_key(config, vocab_size, ignore_id, mesh) -> tuple:
+  items = tuple(sorted((k, repr(v)) for k, v in _flat(config.to_dict()).items()
+                       if k not in _HOST_ONLY_KEYS and not k.startswith(_HOST_ONLY_PREFIXES)))
+  return items, vocab_size, ignore_id, mesh
+
+
+def _compiled_setup(config, model, sched, ignore_id, mesh, vocab_size):
+  """(abstract state with shardings, state shardings, jitted init, jitted train step)."""
+  key = _setup_key(config, vocab_size, ignore_id, mesh)
+  if key in _SETUPS:
+    _SETUPS.move_to_end(key)
+    return _SETUPS[key]
+  config = config.copy_and_resolve_references()  # (the kept closures must not see later edits)
+  abstract = jax.eval_shape(lambda r: train_lib.init_state(config, model, r),
+                            jax.random.PRNGKey(0))
+  state_sh = sharding.state_shardings(mesh, abstract, config.mesh.fsdp_min_size)
+  abstract = checkpointing.abstract_with_shardings(abstract, state_sh)
+  init = jax.jit(lambda r: train_lib.init_state(config, model, r), out_shardings=state_sh)
+  step = jax.jit(
+      train_lib.make_train_step(config, model, sched, ignore_id),
+      in_shardings=(state_sh, sharding.batch_sharding(mesh)),
+      out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
+  _SETUPS[key] = (abstract, state_sh, init, step)
+  while len(_SETUPS) > _MAX_SETUPS:
+    _SETUPS.popitem(last=False)
+  return _SETUPS[key]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -126,9 +171,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   model = train_lib.make_model(config, text.vocab_size)
   sched = train_lib.make_joint_schedule(config)
   rng = jax.random.PRNGKey(config.seed)
-  abstract = jax.eval_shape(lambda r: train_lib.init_state(config, model, r), rng)
-  state_sh = sharding.state_shardings(mesh, abstract, config.mesh.fsdp_min_size)
-  abstract = checkpointing.abstract_with_shardings(abstract, state_sh)
+  abstract, state_sh, init, train_step = _compiled_setup(
+      config, model, sched, classes.ignore_id, mesh, text.vocab_size)
   meta = run_lib.run_metadata(config, sched, classes, text)
 
   # Decide how to initialise. The order matters: a checkpoint in the workdir
@@ -144,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     pipeline.restore_iterator_state(train_iter, data_state)
     logging.info("Resumed from %s/%d.", ckpt.directory, latest)
   else:
-    state = jax.jit(lambda r: train_lib.init_state(config, model, r), out_shardings=state_sh)(rng)
+    state = init(rng)
     if config.init_from:
       source, saved_meta, step = checkpointing.restore_state(config.init_from, abstract)
       run_lib.check_schedules(saved_meta["schedules"], meta["schedules"], config.allow_schedule_change,
@@ -159,11 +203,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()
                           if isinstance(v, (int, float, str, bool))})
 
-  batch_sh = sharding.batch_sharding(mesh)
-  train_step = jax.jit(
-      train_lib.make_train_step(config, model, sched, classes.ignore_id),
-      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
-      donate_argnums=(0,))
   sample_fn = (run_lib.make_sampler(config, model, sched, sampling.SamplerConfig.from_config(config.sample))
                if config.train.sample_every else None)
   sample_captions = list(config.sample.captions) or _eval_captions(config, data_kw)

@@ -42,6 +42,11 @@ import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from gcd_jax import compilation_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# As the command-line entry points do (the tests trace and load many programs).
+compilation_cache.tune_gc()
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TINY_BERT = REPO / "tests" / "models" / "golden" / "text_encoders" / "bert_tiny"
 
