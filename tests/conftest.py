@@ -36,9 +36,13 @@ os.environ["GCD_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="gcd_jax_test_cache_")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+import fcntl  # pylint: disable=g-import-not-at-top,wrong-import-position
 import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pickle  # pylint: disable=g-import-not-at-top,wrong-import-position
+import shutil  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -89,29 +93,61 @@ def tiny_config(data_dir, **train_overrides):
   return c
 
 
+def _built_once_per_suite(tmp_path_factory, name, build):
+  """A directory that `build(path)` fills, built once per run of the suite.
+
+  Under pytest-xdist the first worker that asks builds it (the others wait on a
+  lock) in the run's shared temporary directory; every worker gets its own
+  copy, so that what one test writes into it no other worker sees. The data
+  dir it may point at is each worker's own `scenes_data_dir`: equal content.
+  """
+  mine = tmp_path_factory.getbasetemp() / name
+  if os.environ.get("PYTEST_XDIST_WORKER") is None:
+    mine.mkdir()
+    build(mine)
+    return mine
+  shared = tmp_path_factory.getbasetemp().parent / f"shared_{name}"
+  with open(f"{shared}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not shared.is_dir():
+      partial = shared.with_name(shared.name + ".partial")
+      shutil.rmtree(partial, ignore_errors=True)
+      partial.mkdir()
+      build(partial)
+      partial.rename(shared)
+  shutil.copytree(shared, mine)
+  return mine
+
+
 @pytest.fixture(scope="session")
 def tiny_run_dir(scenes_data_dir, tmp_path_factory):
   """A workdir with a 2-step tiny run (sampling: 4 steps), for sampling and evaluation tests."""
   from gcd_jax import train  # pylint: disable=g-import-not-at-top
   config = tiny_config(scenes_data_dir, num_steps=2)
   config.sample.steps = config.sample.repaint_steps = 4
-  workdir = tmp_path_factory.mktemp("tiny_run")
-  train.train_and_evaluate(config, str(workdir))
-  return workdir
+  return _built_once_per_suite(tmp_path_factory, "tiny_run",
+                               lambda workdir: train.train_and_evaluate(config, str(workdir)))
 
 
 @pytest.fixture(scope="session")
 def tiny_image_only_run_dir(scenes_data_dir, tmp_path_factory):
-  """A 2-step image-only run (the paper's baseline) with a scratch text encoder."""
+  """A 2-step image-only run (the paper's baseline) with a scratch text encoder: (workdir, params)."""
   from gcd_jax import train  # pylint: disable=g-import-not-at-top
   config = tiny_config(scenes_data_dir, num_steps=2)
   config.model.num_classes = 0
   config.text.encoder = "scratch"
   config.text.max_length = 24
   config.sample.steps = config.sample.repaint_steps = 4
-  workdir = tmp_path_factory.mktemp("tiny_image_only_run")
-  state = train.train_and_evaluate(config, str(workdir))
-  return workdir, state
+
+  def build(workdir):
+    state = train.train_and_evaluate(config, str(workdir))
+    # The trained parameters (not only their EMA, which the checkpoint's users load).
+    with open(workdir / "trained_params.pkl", "wb") as f:
+      pickle.dump(jax.device_get(state.params), f)
+
+  workdir = _built_once_per_suite(tmp_path_factory, "tiny_image_only_run", build)
+  with open(workdir / "trained_params.pkl", "rb") as f:
+    return workdir, pickle.load(f)
 
 
 def random_batch(config, seed=0):
@@ -124,3 +160,26 @@ def random_batch(config, seed=0):
       "text": rng.normal(size=(b, config.text.max_length, config.model.text_dim)).astype(np.float32),
       "text_mask": np.arange(config.text.max_length)[None] < rng.integers(1, config.text.max_length, (b, 1)),
   }
+
+
+# The longest test files, longest first (seconds of test time under
+# `-n 2 --dist loadfile`, measured 2026-12-03). pytest-xdist hands out one file
+# at a time to whichever worker runs low, so starting with these keeps a long
+# file from running alone at the end (longest processing time first); the
+# rest follow in collection order.
+_LONGEST_FILES = (
+    "test_train_loop.py", "test_cascade.py", "test_evaluate.py", "test_main.py",
+    "test_convert_gcdp.py", "test_multiprocess.py", "test_sampling.py", "test_lowres.py",
+    "test_train.py", "test_segnet.py", "test_sample_cli.py", "test_train_setup_cache.py",
+)
+
+
+def pytest_configure(config):
+  # Keep the order below (xdist otherwise sorts files by their number of tests).
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (stable)

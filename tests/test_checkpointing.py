@@ -32,7 +32,7 @@ def _replicated_state():
   rep = NamedSharding(mesh, P())
   rng = np.random.default_rng(0)
   # Shapes no other test uses, divisible by 8 along one axis (so orbax would slice them).
-  shapes = [(8, 97 + i) for i in range(12)] + [(3, 5, 8 * (11 + i)) for i in range(4)]
+  shapes = [(8, 97 + i) for i in range(3)] + [(3, 5, 8 * 11)]
   return {f"a{i}": jax.device_put(rng.normal(size=s).astype(np.float32), rep)
           for i, s in enumerate(shapes)}
 

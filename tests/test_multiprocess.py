@@ -1,10 +1,11 @@
 """Two-process training on one machine (jax.distributed, localhost coordinator, gloo).
 
 Two processes of tests/multiprocess_worker.py, 4 CPU devices each, train the
-tiny config on a 4 x 2 (data x fsdp) mesh; process 1 receives SIGTERM after
-step 2; both then resume from the workdir. Checked against a 1-process run on
-one device (this process), so that one test covers both invariances, to the
-number of devices and to the number of processes:
+tiny config (with a one-level network) on a 4 x 2 (data x fsdp) mesh; process 1
+receives SIGTERM after step 2; both then resume from the workdir. Checked
+against a 1-process run on one device (this process, while they run), so that
+one test covers both invariances, to the number of devices and to the number of
+processes:
   - each process reads only its rows of the global batches, which are the
     1-process run's batches;
   - the losses at every step, and the final parameters, equal the 1-process
@@ -54,14 +55,6 @@ def test_two_processes_train_save_preempt_and_resume_like_one(scenes_data_dir, t
   config = worker.multiprocess_config(scenes_data_dir)
   one_device = worker.multiprocess_config(scenes_data_dir)
   one_device.mesh.data = one_device.mesh.fsdp = 1
-  # The reference: one process, one device.
-  ref_ids = []
-  make = pipeline.make_train_iterator
-  monkeypatch.setattr(pipeline, "make_train_iterator",
-                      lambda *a, **k: worker.Recording(make(*a, **k), ref_ids))
-  reference = train.train_and_evaluate(one_device, str(tmp_path / "one"))
-  monkeypatch.setattr(pipeline, "make_train_iterator", make)
-
   workdir, port = tmp_path / "two", _free_port()
   env = dict(os.environ, PYTHONPATH=str(REPO))
   procs = [subprocess.Popen(
@@ -69,6 +62,19 @@ def test_two_processes_train_save_preempt_and_resume_like_one(scenes_data_dir, t
        str(workdir), scenes_data_dir, str(tmp_path / f"record_{p}.json")] + (["2"] if p == 1 else []),
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for p in range(2)]
+  # The reference, while the two processes run: one process, one device.
+  ref_ids = []
+  make = pipeline.make_train_iterator
+  monkeypatch.setattr(pipeline, "make_train_iterator",
+                      lambda *a, **k: worker.Recording(make(*a, **k), ref_ids))
+  try:
+    reference = train.train_and_evaluate(one_device, str(tmp_path / "one"))
+  except BaseException:
+    for p in procs:
+      p.kill()
+    raise
+  finally:
+    monkeypatch.setattr(pipeline, "make_train_iterator", make)
   logs = [p.communicate(timeout=400)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
   records = [json.loads((tmp_path / f"record_{p}.json").read_text()) for p in range(2)]

@@ -102,7 +102,7 @@ def tiny_model():
   config = presets.get_preset("tiny", num_classes=K, text_dim=6)
   model = unet.JointUNet(config)
   x, y = jnp.zeros((1, H, W, 3)), jnp.zeros((1, H, W), jnp.int32)
-  params = model.init(jax.random.PRNGKey(0), x, y, jnp.zeros((1,)), *_text(1))["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x, y, jnp.zeros((1,)), *_text(1))["params"]
   # The heads are zero at init; give them weights so that outputs depend on inputs.
   params = jax.tree_util.tree_map_with_path(
       lambda path, p: (0.1 * jax.random.normal(jax.random.PRNGKey(len(path)), p.shape)
@@ -112,7 +112,7 @@ def tiny_model():
 
 def test_guidance_batches_equal_two_passes(tiny_model):
   model, params = tiny_model
-  apply = sampling.model_apply_fn(model)
+  apply = jax.jit(sampling.model_apply_fn(model))  # (one program per batch size, not per op)
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(B, H, W, 3)), jnp.float32)
   y = jnp.asarray(rng.integers(0, K, (B, H, W)), jnp.int32)

@@ -63,10 +63,10 @@ def test_image_only_baseline_with_a_scratch_text_encoder(tiny_image_only_run_dir
   # The paper's baseline (no layout) and a text encoder trained with the model, in one run.
   from gcd_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   from gcd_jax import sampling  # pylint: disable=g-import-not-at-top
-  workdir, state = tiny_image_only_run_dir
+  workdir, params = tiny_image_only_run_dir
   assert not any("layout" in "/".join(map(str, path)).lower()
-                 for path, _ in jax.tree_util.tree_leaves_with_path(state.params))
-  assert "text_encoder" in state.params and "unet" in state.params
+                 for path, _ in jax.tree_util.tree_leaves_with_path(params))
+  assert "text_encoder" in params and "unet" in params
   assert (workdir / "text_tokenizer.json").is_file()
 
   run = run_lib.load(workdir)

@@ -212,6 +212,32 @@ def _frechet_independent(x, y):
   return np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
 
 
+def test_frechet_distance_equals_the_reference_codes_sqrtm_and_closed_forms():
+  from scipy import linalg  # pylint: disable=g-import-not-at-top
+  from gcd_jax.metrics import frechet  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  # Full rank: the reference FID code's formula (a general matrix square root of S1 S2).
+  x, y = rng.normal(size=(400, 24)), rng.normal(size=(300, 24)) @ rng.normal(size=(24, 24)) * 0.3 + 0.5
+  (m1, s1), (m2, s2) = frechet.statistics(x), frechet.statistics(y)
+  ref = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2 * np.real(linalg.sqrtm(s1 @ s2)))
+  assert frechet.frechet_distance(m1, s1, m2, s2) == pytest.approx(ref, rel=1e-10)
+  # Commuting (diagonal) covariances, some variances 0 (rank-deficient):
+  # sum (m1 - m2)^2 + (sqrt(v1) - sqrt(v2))^2 per dimension.
+  v1, v2 = np.array([4.0, 1.0, 0.0, 2.5, 0.0]), np.array([1.0, 0.0, 0.0, 2.5, 9.0])
+  a, b = np.arange(5.0), np.arange(5.0)[::-1] * 0.5
+  closed = np.sum((a - b) ** 2 + (np.sqrt(v1) - np.sqrt(v2)) ** 2)
+  assert frechet.frechet_distance(a, np.diag(v1), b, np.diag(v2)) == pytest.approx(closed, rel=1e-12)
+  # Fewer samples than dimensions, rotated: the same as the unrotated distance.
+  q = np.linalg.qr(rng.normal(size=(64, 64)))[0]
+  u, w = rng.normal(size=(20, 64)), rng.normal(size=(30, 64)) * 2 + 1
+  assert frechet.frechet_distance_of(u @ q, w @ q) == pytest.approx(
+      frechet.frechet_distance_of(u, w), rel=1e-9)
+  # The bootstrap's fixed-reference form agrees (to 1e-7: rounding of ~1e-16 in
+  # the zero eigenvalues of a rank-deficient product becomes ~1e-8 in their roots).
+  assert frechet.FrechetReference(w).distance(u) == pytest.approx(
+      frechet.frechet_distance_of(u, w), rel=1e-7)
+
+
 def _kid_brute_force(x, y):
   """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, pair by pair."""
   d = x.shape[1]

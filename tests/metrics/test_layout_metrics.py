@@ -151,7 +151,7 @@ def test_fsd_is_zero_for_identical_sets_symmetric_and_matches_a_hand_computation
   # Class 5 never occurs: singular covariances, as in real data.
   a = _layout_set(0, 80, [5, 2, 1, 1, 1, 0])
   b = _layout_set(1, 60, [3, 3, 2, 1, 0.5, 0])
-  # sqrtm of a singular product is accurate to ~1e-9 of the traces (~1e3 here).
+  # (Rounding only: the traces are ~1e3 here.)
   assert abs(lm.fsd(a, a, K)) < 1e-5
   ab, ba = lm.fsd(a, b, K), lm.fsd(b, a, K)
   assert ab == pytest.approx(ba, rel=1e-6)

@@ -11,6 +11,7 @@ import pathlib
 import pickle
 import zipfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -122,8 +123,9 @@ def _outputs(r, io_, drop, sr):
     kwargs.update(lowres_image=jnp.asarray(io_["lowres_image"]).transpose(0, 2, 3, 1),
                   lowres_layout=jnp.asarray(io_["lowres_layout"], jnp.int32),
                   lowres_log_snr=jnp.asarray(io_["lowres_log_snr"]))
-  eps, logits = r.model.apply(
-      {"params": r.params}, jnp.asarray(io_["x"]).transpose(0, 2, 3, 1),
+  apply = jax.jit(lambda params, *args, **kw: r.model.apply({"params": params}, *args, **kw))
+  eps, logits = apply(
+      r.params, jnp.asarray(io_["x"]).transpose(0, 2, 3, 1),
       jnp.asarray(io_["lbl"], jnp.int32), jnp.asarray(io_["log_snr"]), jnp.asarray(io_["text"]),
       jnp.asarray(io_["mask"]), **kwargs)
   return np.asarray(eps).transpose(0, 3, 1, 2), np.asarray(logits).transpose(0, 3, 1, 2)
