@@ -116,14 +116,13 @@ def test_the_reader_refuses_a_pickle_that_would_run_code(tmp_path):
     torch_checkpoint.load(legacy)
 
 
-def _outputs(r, io_, drop, sr):
+def _outputs(apply, r, io_, drop, sr):
   b = io_["x"].shape[0]
   kwargs = {"drop_text": jnp.full((b,), drop)}
   if sr:
     kwargs.update(lowres_image=jnp.asarray(io_["lowres_image"]).transpose(0, 2, 3, 1),
                   lowres_layout=jnp.asarray(io_["lowres_layout"], jnp.int32),
                   lowres_log_snr=jnp.asarray(io_["lowres_log_snr"]))
-  apply = jax.jit(lambda params, *args, **kw: r.model.apply({"params": params}, *args, **kw))
   eps, logits = apply(
       r.params, jnp.asarray(io_["x"]).transpose(0, 2, 3, 1),
       jnp.asarray(io_["lbl"], jnp.int32), jnp.asarray(io_["log_snr"]), jnp.asarray(io_["text"]),
@@ -135,8 +134,10 @@ def _outputs(r, io_, drop, sr):
 def test_converted_networks_compute_what_the_official_ones_do(converted, stage):
   r = converted[stage]
   io_ = np.load(GOLDEN / f"{stage}_io.npz")
+  # (One program for both: the caption is dropped by an array argument.)
+  apply = jax.jit(lambda params, *args, **kw: r.model.apply({"params": params}, *args, **kw))
   for name, drop in (("kept", False), ("dropped", True)):
-    eps, logits = _outputs(r, io_, drop, stage == "sr")
+    eps, logits = _outputs(apply, r, io_, drop, stage == "sr")
     np.testing.assert_allclose(eps, io_[f"eps_{name}"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(logits, io_[f"logits_{name}"], atol=1e-4, rtol=0)
   # The outputs depend on the caption, so keeping and dropping it are both tested.
