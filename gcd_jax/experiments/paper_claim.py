@@ -368,6 +368,11 @@ def provenance(stage: Stage) -> dict:
                                               timeout=20).stdout.strip())
   except (OSError, subprocess.SubprocessError):
     record["git_commit"] = None
+  if not record["git_commit"] and os.environ.get("GCD_JAX_GIT_COMMIT"):
+    # A copy of the tree without .git (e.g. shipped to another machine): the
+    # commit it was copied from, as the copier states it.
+    record["git_commit"] = os.environ["GCD_JAX_GIT_COMMIT"]
+    record["git_commit_from"] = "GCD_JAX_GIT_COMMIT"
   config = [a for a in stage.argv if a.startswith("--config=")]
   if config:
     path = pathlib.Path(config[0].split("=", 1)[1].split(":")[0])  # configs/x.py[:variant]
