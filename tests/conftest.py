@@ -121,9 +121,10 @@ def _built_once_per_suite(tmp_path_factory, name, build):
 
 @pytest.fixture(scope="session")
 def tiny_run_dir(scenes_data_dir, tmp_path_factory):
-  """A workdir with a 2-step tiny run (sampling: 4 steps), for sampling and evaluation tests."""
+  """A workdir with a 4-step tiny run (checkpoints 1, 2, 4; sampling: 4 steps), for sampling and
+  evaluation tests: the tiny config's own train step, which other tests compile too."""
   from gcd_jax import train  # pylint: disable=g-import-not-at-top
-  config = tiny_config(scenes_data_dir, num_steps=2)
+  config = tiny_config(scenes_data_dir)
   config.sample.steps = config.sample.repaint_steps = 4
   return _built_once_per_suite(tmp_path_factory, "tiny_run",
                                lambda workdir: train.train_and_evaluate(config, str(workdir)))

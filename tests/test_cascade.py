@@ -74,7 +74,7 @@ def test_cascade_samples_both_sizes_and_records_both_checkpoints(tiny_run_dir, s
     assert (tmp_path / f"{n}_base_layout_color.png").is_file()
   assert (tmp_path / "grid.png").is_file() and (tmp_path / "grid_base.png").is_file()
   on_disk = json.loads((tmp_path / "manifest.json").read_text())
-  assert on_disk["checkpoint_step"] == 2 and on_disk["sr"]["checkpoint_step"] == 3
+  assert on_disk["checkpoint_step"] == 4 and on_disk["sr"]["checkpoint_step"] == 3
   assert on_disk["sr"]["sampler"]["lowres_level"] == 0.2
   assert on_disk["sr"]["sampler"]["guidance_image"] == 1.0 and on_disk["sr"]["size"] == [32, 32]
   assert on_disk["samples"][0]["base_image"] == "0000_base_image.png"
@@ -123,7 +123,7 @@ def test_evaluate_scores_the_cascade_at_the_sr_size(tiny_run_dir, sr_run):
   [point] = evaluate.run(evaluate.parse_args(argv))
   assert point["sr"]["step"] == 3 and point["sr"]["sampler"]["lowres_level"] == 0.2
   assert point["key"]["dataset"] == "synthetic_scenes/32_mini"
-  assert pathlib.Path(point["directory"]).is_relative_to(sr_dir / "eval" / "cascade_2_3")
+  assert pathlib.Path(point["directory"]).is_relative_to(sr_dir / "eval" / "cascade_4_3")
   stored = np.load(pathlib.Path(point["directory"]) / "samples.npz")
   assert stored["images"].shape == (4, 32, 32, 3)  # the SR stage's outputs are what is scored
   for name in ("semantic_recall", "layout_semantic_recall", "fsd"):
@@ -159,7 +159,7 @@ def test_the_sr_baseline_is_the_base_stage_upsampled_and_scored_alike(tiny_run_d
           "--metrics=correspondence,layout_correspondence", "--sr_baseline=bilinear"]
   args = evaluate.parse_args(argv)
   [point] = evaluate.run(args)
-  assert pathlib.Path(point["directory"]).is_relative_to(sr_dir / "eval" / "upsampled_2")
+  assert pathlib.Path(point["directory"]).is_relative_to(sr_dir / "eval" / "upsampled_4")
   assert point["sr"] == {"baseline": "bilinear image, nearest-neighbour layout", "size": [32, 32]}
   stored = np.load(pathlib.Path(point["directory"]) / "samples.npz")
   assert stored["images"].shape == (4, 32, 32, 3) and stored["layouts"].shape == (4, 32, 32)

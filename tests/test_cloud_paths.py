@@ -10,6 +10,7 @@ directory). All of our own code runs unchanged. The test runs in an empty curren
 
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -120,18 +121,23 @@ def test_writes_reads_and_renames_stay_in_the_bucket(bucket):
 
 def test_train_resume_and_sample_with_a_gs_workdir(bucket, scenes_data_dir):
   workdir = f"{URL}/runs/tiny"
-  config = tiny_config(scenes_data_dir, num_steps=2, checkpoint_every=1)
+  # (The tiny config's 4 steps: the train step other tests compile too.)
+  config = tiny_config(scenes_data_dir, checkpoint_every=1)
   config.sample.steps = config.sample.repaint_steps = 4
-  train.train_and_evaluate(config, workdir)
+
+  def preempt_at_2(step):
+    if step == 2:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  assert int(train.train_and_evaluate(config, workdir, step_hooks=[preempt_at_2]).step) == 2
   local = os.path.join(bucket.root, "runs", "tiny")
   assert sorted(os.listdir(os.path.join(local, "checkpoints"))) == ["1", "2"]
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(local))
   # Resuming reads the checkpoint back from the bucket.
-  config.train.num_steps = 3
-  assert int(train.train_and_evaluate(config, workdir).step) == 3
+  assert int(train.train_and_evaluate(config, workdir).step) == 4
 
   r = run_lib.load(workdir)
-  assert r.step == 3 and str(r.workdir) == workdir
+  assert r.step == 4 and str(r.workdir) == workdir
   out = f"{URL}/samples"
   assert sample.main(["--workdir", workdir, "--text=A red ball.", "--out", out,
                       "--batch_size=2", "--samples_per_caption=2"]) == 0

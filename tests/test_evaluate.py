@@ -24,7 +24,7 @@ def _no_sampling(*a, **k):
 def test_guidance_sweep_writes_metrics_intervals_table_and_plot(tiny_run_dir, monkeypatch):
   points = evaluate.run(_args(tiny_run_dir, "--guidance", "1,2"))
   assert [p["guidance"] for p in points] == [1.0, 2.0]
-  base_dir = tiny_run_dir / "eval" / "2"
+  base_dir = tiny_run_dir / "eval" / "4"
   files = sorted(p.relative_to(base_dir).as_posix() for p in base_dir.rglob("metrics.json"))
   assert len(files) == 2
   for p in points:
@@ -48,7 +48,7 @@ def test_guidance_sweep_writes_metrics_intervals_table_and_plot(tiny_run_dir, mo
   again = evaluate.run(_args(tiny_run_dir, "--guidance", "2"))
   assert again[0]["metrics"] == points[1]["metrics"]
   record = json.loads(next(base_dir.rglob("metrics.json")).read_text())
-  assert record["checkpoint_step"] == 2 and record["num_samples"] == 8
+  assert record["checkpoint_step"] == 4 and record["num_samples"] == 8
   assert list((tiny_run_dir / "eval").glob("events.out.tfevents.*"))
 
 
@@ -121,7 +121,7 @@ def test_step_flag_picks_a_kept_checkpoint(tiny_run_dir, capsys):
   assert point["checkpoint_step"] == 1 and point["key"]["step"] == 1
   assert list((tiny_run_dir / "eval" / "1").rglob("metrics.json"))
   assert evaluate.main(["--workdir", str(tiny_run_dir), "--num_samples", "8", "--step", "3"]) == 2
-  assert "no checkpoint of step 3; kept steps: [1, 2]" in capsys.readouterr().err
+  assert "no checkpoint of step 3; kept steps: [1, 2, 4]" in capsys.readouterr().err
 
 
 def test_bad_arguments(tiny_run_dir, tmp_path, capsys):

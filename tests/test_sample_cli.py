@@ -30,7 +30,7 @@ def test_text_to_image_and_layout(tiny_run_dir, tmp_path):
   assert "grid.png" in names and "manifest.json" in names
   on_disk = json.loads((tmp_path / "manifest.json").read_text())
   assert on_disk == json.loads(json.dumps(manifest))
-  assert on_disk["checkpoint_step"] == 2 and on_disk["sampler"]["steps"] == 3
+  assert on_disk["checkpoint_step"] == 4 and on_disk["sampler"]["steps"] == 3
   assert on_disk["sampler"]["guidance_image"] == 2.0
   assert [s["caption"] for s in on_disk["samples"]] == ["A red ball."] * 2
   assert [s["seed"] for s in on_disk["samples"]] == [0, 1]

@@ -27,6 +27,14 @@ def step_setup():
 IGNORE = 255
 
 
+def _batch(config, seed=0):
+  """A random batch, every example captioned: the inputs of the uncaptioned test, so that
+  the tests below share one compiled step."""
+  batch = random_batch(config, seed)
+  batch["captioned"] = np.ones((len(batch["image"]),), bool)
+  return batch
+
+
 @pytest.fixture(scope="module")
 def plain_step(step_setup):
   """One compiled unsharded step (ignore id 255), shared by the tests below."""
@@ -36,7 +44,7 @@ def plain_step(step_setup):
 
 def test_nan_guard_keeps_the_state_and_names_the_term(step_setup, plain_step):
   config, model, sched, state = step_setup
-  batch = random_batch(config)  # no pixel at the ignore id
+  batch = _batch(config)  # no pixel at the ignore id
   batch["image"][0, 0, 0, 0] = np.nan
   new_state, metrics = plain_step(state, {k: jnp.asarray(v) for k, v in batch.items()})
   bad = train_lib.nonfinite_terms(jax.device_get(metrics))
@@ -83,7 +91,7 @@ def test_train_step_with_ignored_pixels_is_finite_and_reads_only_labelled_ones(s
   checked exactly in tests/diffusion/test_categorical.py)."""
   config, model, sched, state = step_setup
   step = plain_step
-  batch = random_batch(config, seed=4)
+  batch = _batch(config, seed=4)
   batch["layout"][:, :, :5] = IGNORE
   _, m1 = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
   assert np.isfinite(float(m1["loss_layout"])) and float(m1["loss_layout"]) > 0
