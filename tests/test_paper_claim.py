@@ -414,3 +414,28 @@ def test_report_from_the_archive_alone_and_run_skips_what_it_holds(judged, tmp_p
   # Nor another protocol.
   with pytest.raises(ValueError, match="another protocol"):
     claim_archive.check_protocol(results, dict(protocol, num_steps=1), grid)
+
+
+def test_provenance_names_the_commit_of_a_tree_copied_without_git(tmp_path, monkeypatch):
+  config = tmp_path / "configs" / "x.py"
+  config.parent.mkdir()
+  config.write_text("# a config\n")
+  stage = pc.Stage("train/x", ["-m", "gcd_jax.main", f"--config={config}:variant"])
+  monkeypatch.setattr(pc, "REPO", tmp_path)  # no .git here (nor above, in a fresh tmp dir)
+  monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+  monkeypatch.delenv("GCD_JAX_GIT_COMMIT", raising=False)
+  bare = pc.provenance(stage)
+  assert bare["git_commit"] is None and "git_commit_from" not in bare
+  import hashlib  # pylint: disable=g-import-not-at-top
+  assert bare["config_sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
+  monkeypatch.setenv("GCD_JAX_GIT_COMMIT", "c33ea40")
+  stated = pc.provenance(stage)
+  assert stated["git_commit"] == "c33ea40" and stated["git_commit_from"] == "GCD_JAX_GIT_COMMIT"
+  # In a checkout (this repository, when the suite runs from a clone), git's own
+  # answer wins over the variable.
+  repo = pc.pathlib.Path(__file__).resolve().parents[1]
+  if (repo / ".git").exists():
+    monkeypatch.setattr(pc, "REPO", repo)
+    monkeypatch.delenv("GIT_CEILING_DIRECTORIES")
+    real = pc.provenance(stage)
+    assert real["git_commit"] not in (None, "c33ea40") and "git_commit_from" not in real
