@@ -225,3 +225,25 @@ def test_the_inference_path_does_not_import_the_training_loop():
           " import gcd_jax.evaluators.metrics; print('gcd_jax.train' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False", out.stdout
+
+
+def test_centred_bootstrap_interval_of_a_frechet_distance_contains_its_value():
+  # Samples of the reference distribution itself: the Frechet distance of the
+  # full set is small, and resampling with replacement (about 63 % distinct
+  # samples) inflates it, so the plain percentile interval lies above it.
+  from gcd_jax.metrics import frechet  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  d, n = 6, 300
+  feats = rng.standard_normal((n, d))
+  stat = lambda idx: frechet.frechet_distance(*frechet.statistics(feats[idx]), np.zeros(d), np.eye(d))
+  value = float(stat(np.arange(n)))
+  plain = base.bootstrap_interval(stat, n, 300, 0)
+  centred = base.bootstrap_interval(stat, n, 300, 0, centre_on=value)
+  assert plain[0] > value  # the defect that centring removes
+  assert centred[0] < value < centred[1]
+  # Centring is the shift by the bootstrap bias (mean replicate minus value), nothing else.
+  reps = base.bootstrap_replicates(stat, n, 300, 0)
+  shift = reps.mean() - value
+  assert centred == pytest.approx((plain[0] - shift, plain[1] - shift), rel=1e-12)
+  # The interval's width is the spread of the replicates either way.
+  assert centred[1] - centred[0] == pytest.approx(plain[1] - plain[0], rel=1e-12)

@@ -154,6 +154,20 @@ def test_report_tables_from_partial_results(tmp_path):
   assert "| image_only_25_s0 | pending |" in text
   assert f"Runs evaluated so far: 1 of {len(pc.GRID)}" in text
   assert "Total so far: 0.02 h." in text
+  assert "(a)" not in text
+  # An outpainting record from before its Frechet intervals were centred is flagged.
+  l2i = {"miou": {"value": 0.98, "interval": [0.97, 0.99]},
+         "fd_seg": {"value": 0.005, "interval": [0.015, 0.057]}}
+  runs[spec.name]["outpainting"] = {"image_to_layout": {}, "layout_to_image": {"R=5": l2i}}
+  text = claim_report.markdown({"protocol": pc.PROTOCOL, "runs": runs, "comparisons": [],
+                                "global_stages": []})
+  assert "| 0.980 [0.970, 0.990] | 0.005 [0.015, 0.057] (a) |" in text
+  assert "(a) Recorded before outpainting centred" in text
+  l2i["fd_seg"] = {"value": 0.005, "interval": [0.001, 0.03],
+                   "interval_method": "percentile, replicates centred on the value"}
+  text = claim_report.markdown({"protocol": pc.PROTOCOL, "runs": runs, "comparisons": [],
+                                "global_stages": []})
+  assert "| 0.005 [0.001, 0.030] |" in text and "(a)" not in text
 
 
 # ---------------------------------------------------------------------------
