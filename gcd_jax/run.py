@@ -212,14 +212,20 @@ class Cascade:
     at the SR size, so they are kept as in `sample`."""
     base_known = downsample_known(self.lowres, known) if known else None
     low = self.base.sample(captions, seed=seed, cfg=base_cfg, known=base_known)
+    out = self.upsample(low)
+    if known:
+      out = paste_known(out, known)
+    return {**out, **{f"base_{k}": v for k, v in low.items()}}
+
+  def upsample(self, low: dict) -> dict:
+    """{"image" [B, h, w, C] float, "layout"? [B, h, w]} at the base size -> the same
+    at the SR size without a model: image bilinear, layout nearest-neighbour (numpy)."""
     size = (self.sr.config.data.height, self.sr.config.data.width)
     bilinear = dataclasses.replace(self.lowres, image_resize="antialias")  # up: bilinear
     out = {"image": np.asarray(lowres_lib.upsample_image(bilinear, jnp.asarray(low["image"]), size))}
     if "layout" in low:
       out["layout"] = np.asarray(lowres_lib.upsample_layout(jnp.asarray(low["layout"]), size))
-    if known:
-      out = paste_known(out, known)
-    return {**out, **{f"base_{k}": v for k, v in low.items()}}
+    return out
 
 
 def paste_known(out: dict, known: dict) -> dict:

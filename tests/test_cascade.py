@@ -177,3 +177,68 @@ def test_the_sr_baseline_is_the_base_stage_upsampled_and_scored_alike(tiny_run_d
     assert np.isfinite(point["metrics"][name])
   assert evaluate.main(argv + ["--lowres_level=0.5"]) == 2  # no SR model runs
   assert evaluate.main([a for a in argv if not a.startswith("--sr_workdir")]) == 2
+
+
+def test_sr_study_pairs_each_input_with_its_upsampling_and_matches_evaluate(tiny_run_dir, sr_run,
+                                                                             tmp_path, monkeypatch):
+  from gcd_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from gcd_jax.evaluators import suite  # pylint: disable=g-import-not-at-top
+  from gcd_jax.experiments import sr_cascade  # pylint: disable=g-import-not-at-top
+  _, sr_dir, _ = sr_run
+  study = tmp_path / "study"
+  # 5 samples in batches of 2: the last batch is padded.
+  argv = [f"--base={tiny_run_dir}", f"--sr={sr_dir}", f"--out={study}", "--num_samples=5",
+          "--batch_size=2", "--steps=3", "--sr_steps=3", "--guidance=2", "--levels=0.2",
+          "--bootstrap=20", "--metrics=correspondence,layout_correspondence,miou"]
+  assert sr_cascade.main(argv) == 0
+  record = json.loads((study / "sr_cascade.json").read_text())
+  assert set(record["points"]) == {"generated_bilinear", "generated_sr_level0.2",
+                                   "real_bilinear", "real_sr_level0.2"}
+  for a, b in (("generated_sr_level0.2", "generated_bilinear"), ("real_sr_level0.2", "real_bilinear")):
+    diff = record["differences"][f"{a} - {b}"]
+    for k in ("semantic_recall", "miou"):
+      assert diff[k]["difference"] == pytest.approx(
+          record["points"][a][k]["value"] - record["points"][b][k]["value"])
+
+  def stored(name):
+    [path] = study.glob(f"{name}_*.npz")
+    with np.load(path) as f:
+      return {k: f[k] for k in f.files}
+
+  # The cascade's samples and its baseline are evaluate's (the same seeds for both stages).
+  common = [f"--workdir={tiny_run_dir}", f"--sr_workdir={sr_dir}", "--num_samples=5",
+            "--batch_size=2", "--steps=3", "--bootstrap=0", "--guidance=2",
+            "--metrics=correspondence"]
+  [cascade] = evaluate.run(evaluate.parse_args(common + ["--sr_steps=3"]))
+  [upsampled] = evaluate.run(evaluate.parse_args(common + ["--sr_baseline=bilinear"]))
+  for point, name, tolerance in ((cascade, "generated_sr_level0.2", 0),
+                                 (upsampled, "generated_bilinear", 1)):  # upsampled per batch there
+    with np.load(pathlib.Path(point["directory"]) / "samples.npz") as want:
+      got = stored(name)
+      assert np.abs(got["images"].astype(int) - want["images"].astype(int)).max() <= tolerance
+      np.testing.assert_array_equal(got["layouts"], want["layouts"])
+  # The real input is the test split brought down as in SR training: its layouts
+  # (nearest-neighbour both ways, a factor of 2) are each 2x2 block's bottom-right
+  # pixel, repeated.
+  real = suite.load_reference("synthetic_scenes/32_mini", "test", 5, (32, 32),
+                              sr_run[0].data.data_dir)
+  np.testing.assert_array_equal(stored("real_bilinear")["layouts"],
+                                np.repeat(np.repeat(real.layouts[:, 1::2, 1::2], 2, 1), 2, 2))
+  # A rerun samples nothing and gives the same numbers.
+  sample_fn = run_lib.Run.sample
+  monkeypatch.setattr(run_lib.Run, "sample", lambda *a, **k: pytest.fail("sampled again"))
+  assert sr_cascade.main(argv) == 0
+  again = json.loads((study / "sr_cascade.json").read_text())
+  assert again["points"] == record["points"] and again["differences"] == record["differences"]
+  assert "## SR minus bilinear, paired" in (study / "sr_cascade.md").read_text()
+  # A damaged point is sampled again, and only that one.
+  [damaged] = study.glob("real_sr_level0.2_*.npz")
+  damaged.write_bytes(damaged.read_bytes()[:100])
+  calls = []
+  monkeypatch.setattr(run_lib.Run, "sample",
+                      lambda self, *a, **k: calls.append(self.is_sr) or sample_fn(self, *a, **k))
+  assert sr_cascade.main(argv) == 0
+  assert calls == [True] * 3  # the SR stage, 3 batches
+  again = json.loads((study / "sr_cascade.json").read_text())
+  assert again["points"] == record["points"]
+  assert sr_cascade.main(argv + ["--levels=0.2,1.5"]) == 2  # out of range

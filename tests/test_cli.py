@@ -14,10 +14,11 @@ from gcd_jax import segnet
 from gcd_jax.experiments import clustering
 from gcd_jax.experiments import outpainting
 from gcd_jax.experiments import paper_claim
+from gcd_jax.experiments import sr_cascade
 from gcd_jax.models import summary
 
 COMMANDS = [sample, evaluate, prepare, segnet, summary, clustering, outpainting, paper_claim,
-            convert_gcdp]
+            sr_cascade, convert_gcdp]
 
 
 @pytest.mark.parametrize("module", COMMANDS, ids=lambda m: m.__name__)

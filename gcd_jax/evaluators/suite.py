@@ -123,14 +123,19 @@ def make_judges(reference: base.Reference, *, segmenter: str | None = None,
 SampleFn = Callable[[list[str], int], dict]
 
 
+def batch_seed(seed: int, start: int) -> int:
+  """The sampling seed of the batch that starts at sample `start` of a job seeded `seed`."""
+  return seed * 1_000_003 + start
+
+
 def generate(sample_fn: SampleFn, captions: Sequence[str], batch_size: int, seed: int,
              desc: str = "sampling", progress: bool = True,
              batch_seconds: list[float] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
   """One sample per caption: (images [N, H, W, 3] uint8, layouts [N, H, W] or None).
 
   `sample_fn(captions, seed)` samples a batch. The last batch is padded to the
-  batch size, so one compiled program serves every batch; batch b uses seed
-  `seed * 1_000_003 + b * batch_size`. `batch_seconds`, when given, receives
+  batch size, so one compiled program serves every batch; the batch that starts
+  at sample s uses seed `batch_seed(seed, s)`. `batch_seconds`, when given, receives
   each batch's wall time (the first includes the compile).
   """
   import tqdm  # pylint: disable=g-import-not-at-top
@@ -140,7 +145,7 @@ def generate(sample_fn: SampleFn, captions: Sequence[str], batch_size: int, seed
     for start, stop, index in sampling.padded_batches(n, batch_size):
       caps = [captions[i] for i in index]
       t = time.perf_counter()
-      out = sample_fn(caps, seed * 1_000_003 + start)
+      out = sample_fn(caps, batch_seed(seed, start))
       images.append(visualize.to_uint8(out["image"]))
       if out.get("layout") is not None:
         layouts.append(np.asarray(out["layout"]))
