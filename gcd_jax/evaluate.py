@@ -189,6 +189,8 @@ class Evaluation:
     elif self.cascade:
       key["sr"] = {"checkpoint": str(self.cascade.sr.workdir),
                    "step": self.cascade.sr.step, "sampler": self.sr_cfg.record(sr=True)}
+    if self.cascade:  # the base stage's kernels make its samples too
+      key["sr"]["base_compute"] = suite.compute_identity(self.run.model.config)
     directory = suite.point_dir(self.root, key)
     cached = suite.read_point(directory, key)
     samples = suite.read_samples(directory, self.context.judges) if cached is not None else None

@@ -160,7 +160,8 @@ def test_the_sr_baseline_is_the_base_stage_upsampled_and_scored_alike(tiny_run_d
   args = evaluate.parse_args(argv)
   [point] = evaluate.run(args)
   assert pathlib.Path(point["directory"]).is_relative_to(sr_dir / "eval" / "upsampled_4")
-  assert point["sr"] == {"baseline": "bilinear image, nearest-neighbour layout", "size": [32, 32]}
+  assert point["sr"]["baseline"] == "bilinear image, nearest-neighbour layout"
+  assert point["sr"]["size"] == [32, 32] and point["sr"]["base_compute"].startswith("cpu-")
   stored = np.load(pathlib.Path(point["directory"]) / "samples.npz")
   assert stored["images"].shape == (4, 32, 32, 3) and stored["layouts"].shape == (4, 32, 32)
   # The same captions and seeds as the cascade's base stage, upsampled without a model.
@@ -224,6 +225,13 @@ def test_sr_study_pairs_each_input_with_its_upsampling_and_matches_evaluate(tiny
                               sr_run[0].data.data_dir)
   np.testing.assert_array_equal(stored("real_bilinear")["layouts"],
                                 np.repeat(np.repeat(real.layouts[:, 1::2, 1::2], 2, 1), 2, 2))
+  # PSNR against the true images, for the real input only.
+  for name in ("real_bilinear", "real_sr_level0.2"):
+    err = stored(name)["images"].astype(float) - real.images.astype(float)
+    want = np.mean([10 * np.log10(255 ** 2 / np.mean(e ** 2)) for e in err])
+    assert record["points"][name]["psnr"]["value"] == pytest.approx(want, rel=1e-9)
+  assert "psnr" not in record["points"]["generated_bilinear"]
+  assert record["points"]["real_bilinear"]["lowres_mae"]["value"] < 3  # the round trip
   # A rerun samples nothing and gives the same numbers.
   sample_fn = run_lib.Run.sample
   monkeypatch.setattr(run_lib.Run, "sample", lambda *a, **k: pytest.fail("sampled again"))

@@ -19,8 +19,10 @@ own upsampling:
 The base stage samples once; the baseline and every SR augmentation level
 (--levels) read its stored outputs. Every output is scored at the SR size by
 the same judges (the oracle's reading of the image for correspondence,
-image_fsd and miou on synthetic_scenes; the --segnet features for fd_seg), and
-every SR point is compared with the upsampling of its input: SR minus bilinear
+image_fsd and miou on synthetic_scenes; the --segnet features for fd_seg), by
+how far the output strays from its input (lowres_mae: the output brought down
+to the low size against the input, in uint8 levels), and, for the real input,
+by its PSNR against the true high-resolution images. Every SR point is compared with the upsampling of its input: SR minus bilinear
 for each metric, with a paired 95 % bootstrap interval over captions (one index
 vector per replicate for all points; the replicates of every point are centred
 on its value, because resampling inflates distances between feature sets; as
@@ -51,8 +53,8 @@ PROG = "python -m gcd_jax.experiments.sr_cascade"
 INPUTS = ("generated", "real")
 # The table's columns, in this order where present (higher is better unless lower).
 TABLE_KEYS = ("semantic_recall", "attribute_accuracy", "fd_seg", "kid_seg", "image_fsd", "miou",
-              "layout_semantic_recall")
-LOWER_IS_BETTER = ("fd_seg", "kid_seg", "image_fsd", "fsd", "fid", "kid")
+              "layout_semantic_recall", "lowres_mae", "psnr")
+LOWER_IS_BETTER = ("fd_seg", "kid_seg", "image_fsd", "fsd", "fid", "kid", "lowres_mae")
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -274,10 +276,31 @@ class Study:
 
   # --- scores -------------------------------------------------------------------
 
-  def statistics(self, arrays: dict[str, np.ndarray]) -> dict:
-    """The evaluators' statistics (functions of sample indices) of these samples."""
-    return evaluator_statistics(self.evaluators, self.context, arrays["images"],
-                                arrays.get("layouts"), self.cascade.sr.has_layout)
+  def statistics(self, arrays: dict[str, np.ndarray], low: dict[str, np.ndarray],
+                 truth: np.ndarray | None = None) -> dict:
+    """The statistics (functions of sample indices) of these outputs: the evaluators',
+    and two of the pixels.
+
+    lowres_mae  mean |down(output) - input| per pixel and channel, in uint8 levels,
+                with the stage's own downsampling: how far the output strays from
+                the low-res input it was given (an SR stage at augmentation level 0
+                should keep it; bilinear upsampling keeps it up to the round trip).
+    psnr        with `truth` (the real high-resolution images of a real input): the
+                mean over samples of 10 log10(255^2 / MSE) against them.
+    """
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from gcd_jax.diffusion import lowres  # pylint: disable=g-import-not-at-top
+    stats = evaluator_statistics(self.evaluators, self.context, arrays["images"],
+                                 arrays.get("layouts"), self.cascade.sr.has_layout)
+    out = arrays["images"].astype(np.float32)
+    down = np.asarray(lowres.downsample_image(self.lowres_cfg, jnp.asarray(out)), np.float64)
+    mae = np.abs(down - (low["image"].astype(np.float64) + 1.0) * 127.5).mean(axis=(1, 2, 3))
+    stats["lowres_mae"] = lambda idx: float(mae[idx].mean())
+    if truth is not None:
+      mse = ((out.astype(np.float64) - truth.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+      psnr = 10.0 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+      stats["psnr"] = lambda idx: float(psnr[idx].mean())
+    return stats
 
 
 def evaluator_statistics(evaluators, ctx, images: np.ndarray, layouts: np.ndarray | None,
@@ -327,18 +350,22 @@ def run_study(args) -> dict:
   study = Study(args)
   n = args.num_samples
   t0 = time.time()
-  stats, pairs, labels = {}, [], {}
+  labels, scores = {}, {"points": {}, "differences": {}}
   for name in args.inputs:
+    # Each input with its own points: the real input has the true images (psnr).
     low = study.generated_input() if name == "generated" else study.real_input()
+    truth = study.reference.images if name == "real" else None
     bil = f"{name}_bilinear"
-    stats[bil] = study.statistics(study.upsampled(name, low))
+    stats = {bil: study.statistics(study.upsampled(name, low), low, truth)}
     labels[bil] = {"input": name, "output": "bilinear"}
+    pairs = []
     for level in study.levels:
       p = f"{name}_sr_level{level:g}"
-      stats[p] = study.statistics(study.super_resolved(name, low, level))
+      stats[p] = study.statistics(study.super_resolved(name, low, level), low, truth)
       labels[p] = {"input": name, "output": "sr", "level": level}
       pairs.append((p, bil))
-  scores = paired_scores(stats, n, pairs, args.bootstrap)
+    for part, values in paired_scores(stats, n, pairs, args.bootstrap).items():
+      scores[part].update(values)
   b, s = study.cascade.base, study.cascade.sr
   record = {
       "base": {"workdir": str(b.workdir), "step": b.step, "sampler": study.base_cfg.record(sr=False),
@@ -393,8 +420,8 @@ def _fmt(entry: dict, value_key: str = "value") -> str:
 
 def markdown(record: dict) -> str:
   """The study's tables: every point's values, then SR minus bilinear, paired."""
-  some = next(iter(record["points"].values()))
-  keys = [k for k in TABLE_KEYS if k in some] + sorted(set(some) - set(TABLE_KEYS))
+  present = {k for p in record["points"].values() for k in p}
+  keys = [k for k in TABLE_KEYS if k in present] + sorted(present - set(TABLE_KEYS))
   b, s = record["base"], record["sr"]
   lines = [
       "# A super-resolution stage against bilinear upsampling", "",
@@ -413,8 +440,9 @@ def markdown(record: dict) -> str:
       "| input | output | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
   for name, lab in record["labels"].items():
     what = "bilinear / nearest" if lab["output"] == "bilinear" else f"SR, level {lab['level']:g}"
+    point = record["points"][name]
     lines.append(f"| {lab['input']} | {what} | "
-                 + " | ".join(_fmt(record["points"][name][k]) for k in keys) + " |")
+                 + " | ".join(_fmt(point[k]) if k in point else "" for k in keys) + " |")
   lower = [k for k in keys if k in LOWER_IS_BETTER]
   lines += ["", "## SR minus bilinear, paired", "",
             (f"Lower is better for {', '.join(lower)}: a negative difference there, and a "
@@ -424,7 +452,8 @@ def markdown(record: dict) -> str:
   for pair, diff in record["differences"].items():
     lab = record["labels"][pair.split(" - ")[0]]
     lines.append(f"| {lab['input']} | {lab['level']:g} | "
-                 + " | ".join(_fmt(diff[k], "difference") for k in keys) + " |")
+                 + " | ".join(_fmt(diff[k], "difference") if k in diff else "" for k in keys)
+                 + " |")
   own = record.get("base_at_own_size")
   if own:
     okeys = [k for k in keys if k in own["metrics"]]
