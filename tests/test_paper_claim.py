@@ -78,11 +78,29 @@ def test_grid_pairs_every_joint_run_with_its_image_only_twin():
   names = [s.name for s in pc.GRID]
   assert len(set(names)) == len(names)
   pairs = claim_report._pairs(pc.GRID)  # pylint: disable=protected-access
-  twins = [p for p in pairs if not p[0].startswith("captions")]
+  twins = [p for p in pairs if p[0].endswith("%") and not p[0].startswith("captions")]
   assert {(label, seed) for label, seed, _, _ in twins} == {("25%", 0), ("25%", 1), ("50%", 0), ("100%", 0)}
   # The captions-scarce run against both arms trained on the captioned 25 % alone.
   assert [(a.name, b.name) for label, _, a, b in pairs if label.startswith("captions")] == [
       ("joint_100_captions25_s0", "joint_25_s0"), ("joint_100_captions25_s0", "image_only_25_s0")]
+  # Each setting tried against the image-only and the default joint run at 25 %, seed 0.
+  tried = [(label, a.name, b.name) for label, _, a, b in pairs if " with " in label]
+  assert tried == [
+      ("25% joint with layout_normalize=bits vs image-only", "joint_25_layout_normalizebits_s0",
+       "image_only_25_s0"),
+      ("25% joint with layout_normalize=bits vs joint", "joint_25_layout_normalizebits_s0",
+       "joint_25_s0"),
+      ("25% joint with layout_p2_gamma=0 vs image-only", "joint_25_layout_p2_gamma0_s0",
+       "image_only_25_s0"),
+      ("25% joint with layout_p2_gamma=0 vs joint", "joint_25_layout_p2_gamma0_s0", "joint_25_s0")]
+  assert len(twins) + 2 + len(tried) == len(pairs)
+  # One label, one kind of comparison: rows sharing a label differ only in the seed.
+  labels = [(label, seed) for label, seed, _, _ in pairs]
+  assert len(set(labels)) == len(labels)
+  bits = pc.select(pc.GRID, "joint_25_layout_normalizebits_s0")[0]
+  assert bits.config_overrides(pc.PROTOCOL) == (
+      pc.select(pc.GRID, "joint_25_s0")[0].config_overrides(pc.PROTOCOL)
+      + ["--config.loss.layout_normalize=bits"])
   for _, _, joint, image in twins:
     assert (joint.arm, image.arm) == ("joint", "image_only")
     assert (joint.fraction, joint.seed) == (image.fraction, image.seed)
@@ -271,6 +289,9 @@ def test_seed_spread_lists_every_seed():
   assert list(spread) == ["25%"]
   v = spread["25%"]["semantic_recall"]
   assert v["differences"] == [0.05, -0.01] and v["mean"] == pytest.approx(0.02) and v["range"] == [-0.01, 0.05]
+  # Two comparisons of one seed under one label would be read as a spread over seeds.
+  with pytest.raises(ValueError, match="repeat a seed"):
+    claim_report.seed_spread(rows + [dict(rows[0])])
 
 
 def test_matched_bootstrap_is_paired_and_centres_a_frechet_like_bias():

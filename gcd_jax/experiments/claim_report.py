@@ -12,8 +12,9 @@ or from <out> while it is not archived, and writes to `results`:
                data fraction, both arms with their intervals
 
 Comparisons (a - b): each joint run minus its image-only twin (same fraction,
-seed and budget), and the captions-scarce run minus each arm trained on its
-captioned fraction alone:
+seed and budget), the captions-scarce run minus each arm trained on its
+captioned fraction alone, and each run with other loss settings minus the
+image-only and the default joint run of its data and seed:
   * at the guidance fixed in advance (1,000 samples each);
   * at matched fidelity: each arm's sweep is a curve (fidelity(g),
     correspondence(g)); `value_at` reads the correspondence where the curve
@@ -186,6 +187,10 @@ def seed_spread(comparisons: Sequence[dict]) -> dict:
       by_label.setdefault(c["label"], []).append(c)
   out = {}
   for label, rows in by_label.items():
+    seeds = [r["seed"] for r in rows]
+    if len(set(seeds)) != len(seeds):
+      raise ValueError(f"comparisons labelled {label!r} repeat a seed ({seeds}): one label "
+                       "must name one kind of comparison")
     if len(rows) < 2:
       continue
     out[label] = {}
@@ -236,10 +241,16 @@ def collect(out: pathlib.Path, protocol: dict, grid: Sequence[paper_claim.RunSpe
   return runs
 
 
+ARM_LABELS = {"joint": "joint", "image_only": "image-only"}
+
+
 def _pairs(grid):
   """(label, seed, spec a, spec b) for every comparison a - b: each joint run
-  against its image-only twin (label "25%"), and each captions-scarce run
-  against both arms trained on its captioned fraction alone."""
+  against its image-only twin (label "25%"); each captions-scarce run against
+  both arms trained on its captioned fraction alone; each run with other
+  settings (`overrides`) against the image-only and the default joint run of
+  its data and seed. One label names one kind of comparison, so the rows that
+  share it differ only in the seed."""
   by = {(s.arm, s.fraction, s.captioned, s.seed, s.overrides): s for s in grid}
   pairs = []
   for s in grid:
@@ -252,7 +263,16 @@ def _pairs(grid):
       for arm in ("joint", "image_only"):
         other = by.get((arm, s.captioned, None, s.seed, ()))
         if other is not None:
-          pairs.append((f"captions {s.captioned}% of {s.fraction}%", s.seed, s, other))
+          pairs.append((f"captions {s.captioned}% of {s.fraction}% vs {ARM_LABELS[arm]} "
+                        f"{s.captioned}%", s.seed, s, other))
+  for s in grid:
+    if s.overrides and s.captioned is None:
+      setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in s.overrides)
+      for arm in ("image_only", s.arm):
+        other = by.get((arm, s.fraction, None, s.seed, ()))
+        if other is not None:
+          pairs.append((f"{s.fraction}% {s.arm} with {setting} vs {ARM_LABELS[arm]}", s.seed,
+                        s, other))
   return pairs
 
 
@@ -420,8 +440,9 @@ def markdown(record: dict) -> str:
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
   lines += ["", "## a minus b at the fixed guidance", "",
-            "Each joint run minus its image-only twin (same data, seed and budget), and the "
-            "captions-scarce run minus both arms trained on its captioned part alone.", "",
+            "Each joint run minus its image-only twin (same data, seed and budget), the "
+            "captions-scarce run minus both arms trained on its captioned part alone, and each "
+            "run with other loss settings minus the image-only and the default joint run.", "",
             "| data | a | b | " + " | ".join(CORRESPONDENCE + FIDELITY) + " |",
             "|---" * (3 + len(CORRESPONDENCE + FIDELITY)) + "|"]
   for c in record["comparisons"]:
