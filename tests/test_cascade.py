@@ -250,3 +250,27 @@ def test_sr_study_pairs_each_input_with_its_upsampling_and_matches_evaluate(tiny
   again = json.loads((study / "sr_cascade.json").read_text())
   assert again["points"] == record["points"]
   assert sr_cascade.main(argv + ["--levels=0.2,1.5"]) == 2  # out of range
+  # --base_segnet: the stored base outputs are also scored at the base size (16x16),
+  # fd_seg by that segnet, correspondence against the captions they answered.
+  from gcd_jax import segnet  # pylint: disable=g-import-not-at-top
+  def tiny_segnet(size):
+    out = tmp_path / f"segnet_{size}"
+    return out, segnet.train("synthetic_scenes/32_mini", data_dir=sr_run[0].data.data_dir,
+                             image_size=(size, size), steps=3, batch_size=8, widths=(4, 8, 8),
+                             groups=2, eval_split=None, out_dir=str(out), progress=False)
+  seg_dir, seg = tiny_segnet(16)
+  monkeypatch.setattr(run_lib.Run, "sample", lambda *a, **k: pytest.fail("sampled again"))
+  assert sr_cascade.main(argv + [f"--base_segnet={seg_dir}", f"--segnet={tiny_segnet(32)[0]}",
+                                 "--metrics=correspondence,fd_seg"]) == 0
+  own = json.loads((study / "sr_cascade.json").read_text())["base_at_own_size"]
+  assert own["size"] == [16, 16] and own["segnet"] == seg["identity"]
+  assert own["captions"] == "synthetic_scenes/32_mini (test), as sampled"
+  # The same numbers as evaluate gives the base stage alone (the same seeds and
+  # captions; the SR and base datasets are one here).
+  monkeypatch.setattr(run_lib.Run, "sample", sample_fn)
+  [alone] = evaluate.run(evaluate.parse_args(
+      [f"--workdir={tiny_run_dir}", "--num_samples=5", "--batch_size=2", "--steps=3",
+       "--bootstrap=0", "--guidance=2", "--metrics=correspondence,fd_seg",
+       f"--segnet={seg_dir}"]))
+  for k in ("semantic_recall", "attribute_accuracy", "fd_seg"):
+    assert own["metrics"][k]["value"] == pytest.approx(alone["metrics"][k], rel=1e-6, abs=1e-9), k
