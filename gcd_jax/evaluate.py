@@ -182,13 +182,15 @@ class Evaluation:
                           sampler=cfg.record(sr=False), num_samples=a.num_samples, seed=a.seed,
                           dataset=self.final.dataset, split=self.split, batch_size=a.batch_size,
                           compute=suite.compute_identity(self.final.model.config),
-                          data_dir=self.final.config.data.data_dir)
+                          data_dir=self.final.config.data.data_dir,
+                          weights=self.run.weights_digest)
     if a.sr_baseline:
       size = [self.final.config.data.height, self.final.config.data.width]
       key["sr"] = {"baseline": "bilinear image, nearest-neighbour layout", "size": size}
     elif self.cascade:
-      key["sr"] = {"checkpoint": str(self.cascade.sr.workdir),
-                   "step": self.cascade.sr.step, "sampler": self.sr_cfg.record(sr=True)}
+      key["sr"] = {"checkpoint": str(self.cascade.sr.workdir), "step": self.cascade.sr.step,
+                   "weights": self.cascade.sr.weights_digest,
+                   "sampler": self.sr_cfg.record(sr=True)}
     if self.cascade:  # the base stage's kernels make its samples too
       key["sr"]["base_compute"] = suite.compute_identity(self.run.model.config)
     directory = suite.point_dir(self.root, key)

@@ -14,6 +14,8 @@ loop.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -104,6 +106,19 @@ class Run:
   @property
   def has_layout(self) -> bool:
     return self.sched.has_layout
+
+  @functools.cached_property
+  def weights_digest(self) -> str:
+    """sha256 (16 hex digits) of the EMA parameters, their names, shapes and dtypes:
+    names these weights in cache keys, where a workdir and step alone would not
+    (a run retrained into the same workdir)."""
+    h = hashlib.sha256()
+    leaves = jax.tree_util.tree_flatten_with_path(self.params)[0]
+    for path, leaf in sorted(leaves, key=lambda pl: jax.tree_util.keystr(pl[0])):
+      a = np.asarray(jax.device_get(leaf))
+      h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape};".encode())
+      h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
 
   @property
   def dataset(self) -> str:

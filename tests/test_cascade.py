@@ -274,3 +274,27 @@ def test_sr_study_pairs_each_input_with_its_upsampling_and_matches_evaluate(tiny
        f"--segnet={seg_dir}"]))
   for k in ("semantic_recall", "attribute_accuracy", "fd_seg"):
     assert own["metrics"][k]["value"] == pytest.approx(alone["metrics"][k], rel=1e-6, abs=1e-9), k
+
+
+def test_paired_scores_intervals_match_the_normal_approximation():
+  """Mean statistics over shared samples: the paired difference's interval is the
+  difference's own sampling spread (closed form, 1.96 sd / sqrt(n)), much
+  narrower than the points' spreads; identical points differ by exactly 0."""
+  from gcd_jax.experiments import sr_cascade  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  n = 400
+  x = rng.normal(0.0, 1.0, n)  # what both outputs share (the caption's difficulty)
+  e = rng.normal(0.3, 0.1, n)  # what the SR stage adds
+  points = {"a": {"m": lambda i: (x + e)[i].mean()}, "b": {"m": lambda i: x[i].mean()},
+            "c": {"m": lambda i: x[i].mean()}}
+  out = sr_cascade.paired_scores(points, n, [("a", "b"), ("b", "c")], replicates=2000, seed=1)
+  d = out["differences"]["a - b"]["m"]
+  assert d["difference"] == pytest.approx(e.mean())
+  lo, hi = d["interval"]
+  half = 1.96 * e.std() / np.sqrt(n)
+  assert lo < e.mean() < hi
+  assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+  # Each point's own interval: 1.96 sd(x) / sqrt(n), about ten times wider.
+  plo, phi = out["points"]["b"]["m"]["interval"]
+  assert (phi - plo) / 2 == pytest.approx(1.96 * x.std() / np.sqrt(n), rel=0.15)
+  assert out["differences"]["b - c"]["m"] == {"difference": 0.0, "interval": [0.0, 0.0]}

@@ -78,8 +78,9 @@ def test_cache_is_keyed_by_every_sampler_setting_and_fills_in_new_metrics(tiny_r
 
   dirs = {directory(dataclasses.replace(base_cfg, **v)) for v in variants}
   dirs |= {directory(base_cfg, step=1), directory(base_cfg, num_samples=9),
-           directory(base_cfg, seed=1), directory(base_cfg, split="train"), directory(base_cfg)}
-  assert len(dirs) == len(variants) + 5
+           directory(base_cfg, seed=1), directory(base_cfg, split="train"), directory(base_cfg),
+           directory(base_cfg, weights="another")}
+  assert len(dirs) == len(variants) + 6
   # And a real rerun with one changed setting samples again.
   calls = []
   real_generate = suite.generate
@@ -119,6 +120,15 @@ def test_image_only_baseline_is_scored_by_the_same_judge(tiny_image_only_run_dir
 def test_step_flag_picks_a_kept_checkpoint(tiny_run_dir, capsys):
   [point] = evaluate.run(_args(tiny_run_dir, "--guidance", "1", "--step", "1", "--metrics", "fsd"))
   assert point["checkpoint_step"] == 1 and point["key"]["step"] == 1
+  # The weights name the point too (a run retrained into the same workdir is another).
+  from gcd_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  r = run_lib.load(tiny_run_dir, step=1)
+  assert point["key"]["weights"] == r.weights_digest and len(r.weights_digest) == 16
+  copied = jax.tree_util.tree_map(np.array, r.params)
+  assert dataclasses.replace(r, params=copied).weights_digest == r.weights_digest
+  jax.tree_util.tree_leaves(copied)[-1].flat[0] += 1e-3
+  assert dataclasses.replace(r, params=copied).weights_digest != r.weights_digest
   assert list((tiny_run_dir / "eval" / "1").rglob("metrics.json"))
   assert evaluate.main(["--workdir", str(tiny_run_dir), "--num_samples", "8", "--step", "3"]) == 2
   assert "no checkpoint of step 3; kept steps: [1, 2, 4]" in capsys.readouterr().err

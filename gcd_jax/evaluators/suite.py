@@ -177,13 +177,14 @@ def compute_identity(model_config: UNetConfig) -> str:
 
 def point_key(*, checkpoint: str, step: int, sampler: dict, num_samples: int, seed: int,
               dataset: str, split: str, batch_size: int = 0, compute: str = "",
-              data_dir: str = "") -> dict:
+              data_dir: str = "", weights: str = "") -> dict:
   """Everything that determines a sweep point's samples (the metrics keep their
-  own judge identities inside the record): the checkpoint and step, every
-  sampler setting, N, the seed and the batch size (the per-batch seeds and the
-  padding depend on it), the dataset, split and data dir of the captions, and
-  the backend and compute dtype."""
-  return {"checkpoint": checkpoint, "step": int(step), "sampler": dict(sorted(sampler.items())),
+  own judge identities inside the record): the checkpoint, step and weights
+  (`Run.weights_digest`), every sampler setting, N, the seed and the batch size
+  (the per-batch seeds and the padding depend on it), the dataset, split and
+  data dir of the captions, and the backend and compute dtype."""
+  return {"checkpoint": checkpoint, "step": int(step), "weights": weights,
+          "sampler": dict(sorted(sampler.items())),
           "num_samples": int(num_samples), "seed": int(seed), "dataset": dataset, "split": split,
           "batch_size": int(batch_size), "compute": compute, "data_dir": str(data_dir or "")}
 

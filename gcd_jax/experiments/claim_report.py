@@ -268,7 +268,7 @@ def _pairs(grid):
   for s in grid:
     if s.overrides and s.captioned is None:
       setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in s.overrides)
-      for arm in ("image_only", s.arm):
+      for arm in ("image_only", "joint"):
         other = by.get((arm, s.fraction, None, s.seed, ()))
         if other is not None:
           pairs.append((f"{s.fraction}% {s.arm} with {setting} vs {ARM_LABELS[arm]}", s.seed,

@@ -14,7 +14,9 @@ own upsampling:
              samples of `evaluate --sr_workdir` (and of `--sr_baseline=bilinear`).
   real       the first N test pairs at the SR size, brought down to the low size
              as in SR training (antialiased image, nearest-neighbour layout): the
-             SR stage alone, without the base stage's errors.
+             SR stage alone, without the base stage's errors. Their fidelity
+             (fd_seg, image_fsd) is measured against the very test images they
+             were made from: a reconstruction score, beside PSNR.
 
 The base stage samples once; the baseline and every SR augmentation level
 (--levels) read its stored outputs. Every output is scored at the SR size by
@@ -77,7 +79,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("levels", ["0.2"], "The SR stage's augmentation levels of its input, in [0, 1].",
                     flag_values=fv)
   flags.DEFINE_list("inputs", list(INPUTS), f"Which inputs: {', '.join(INPUTS)}.", flag_values=fv)
-  flags.DEFINE_string("segnet", None, "A segnet at the SR size (fd_seg, kid_seg).", flag_values=fv)
+  flags.DEFINE_string("segnet", None, "A segnet at the SR size (fd_seg).", flag_values=fv)
   flags.DEFINE_string("base_segnet", None, "A segnet at the base size: also score the base "
                       "outputs at their own size.", flag_values=fv)
   flags.DEFINE_list("metrics", None, "Evaluators (default: every one whose judges are available).",
@@ -85,7 +87,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("batch_size", 50, "Samples per compiled call.", lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Sampling seed (evaluate's --seed).", flag_values=fv)
   flags.DEFINE_integer("bootstrap", 1000, "Bootstrap replicates (each recomputes every metric of "
-                       "every point; kid_seg's are the slowest).", lower_bound=10, flag_values=fv)
+                       "every point).", lower_bound=10, flag_values=fv)
   flags.DEFINE_integer("step", None, "The base stage's checkpoint step (default: the latest).",
                        flag_values=fv)
   flags.DEFINE_integer("sr_step", None, "The SR stage's checkpoint step (default: the latest).",
@@ -121,10 +123,17 @@ class Study:
     unknown = sorted(set(args.inputs) - set(INPUTS))
     if unknown or not args.inputs:
       raise cli.InputError(f"--inputs={','.join(args.inputs)}: expected some of {', '.join(INPUTS)}")
+    if args.base_segnet and "generated" not in args.inputs:
+      raise cli.InputError("--base_segnet scores the base stage's outputs: it needs "
+                           "'generated' in --inputs")
     self.cascade = run_lib.Cascade(run_lib.load(args.base, step=args.step),
                                    run_lib.load(args.sr, step=args.sr_step))
     self.lowres_cfg = self.cascade.lowres
     b, s = self.cascade.base, self.cascade.sr
+    trained = s.config.lowres.max_level
+    if any(x > trained for x in self.levels):
+      print(f"Warning: --levels={','.join(f'{x:g}' for x in self.levels)}: {args.sr} trained on "
+            f"augmentation levels below {trained:g} only", file=sys.stderr)
     base_over = {"guidance_image": args.guidance, "guidance_layout": args.guidance}
     if args.steps:
       base_over["steps"] = args.steps
@@ -198,7 +207,7 @@ class Study:
     from gcd_jax.evaluators import suite  # pylint: disable=g-import-not-at-top
     b = self.cascade.base
     return {**self.common, "checkpoint": str(b.workdir), "step": b.step,
-            "sampler": self.base_cfg.record(sr=False),
+            "weights": b.weights_digest, "sampler": self.base_cfg.record(sr=False),
             "compute": suite.compute_identity(b.model.config)}
 
   def generated_input(self) -> dict[str, np.ndarray]:
@@ -272,7 +281,7 @@ class Study:
         arrays["layouts"] = _layouts(np.concatenate(layouts)[:n])
       return arrays
     key = {"input": self.input_key(name), "checkpoint": str(s.workdir), "step": s.step,
-           "sampler": cfg.record(sr=True), "compute": suite.compute_identity(s.model.config),
+           "weights": s.weights_digest, "sampler": cfg.record(sr=True), "compute": suite.compute_identity(s.model.config),
            **self.common}
     return self._stored(f"{name}_sr_level{level:g}", key, make)
 
@@ -445,7 +454,8 @@ def markdown(record: dict) -> str:
       f"95 % paired bootstrap intervals over captions ({record['bootstrap']['replicates']} "
       "replicates, each point's replicates centred on its value).",
       "", "Inputs: *generated*, the base stage's outputs (the cascade); *real*, the test pairs "
-      "brought down to the low size as in SR training (the SR stage alone).", "",
+      "brought down to the low size as in SR training (the SR stage alone; its fidelity is "
+      "measured against the very images they were made from).", "",
       "## Every output", "",
       "| input | output | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
   for name, lab in record["labels"].items():
@@ -474,7 +484,7 @@ def markdown(record: dict) -> str:
               "| " + " | ".join(_fmt(own["metrics"][k]) for k in okeys) + " |"]
   secs = {k: v for k, v in record.get("seconds", {}).items() if v}
   if secs:
-    lines += ["", "## Time (sampling, this machine)", "", "| point | seconds |", "|---|---|"]
+    lines += ["", "## Time (sampling seconds, as stored with each point)", "", "| point | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in secs.items()]
   return "\n".join(lines) + "\n"
 
