@@ -419,6 +419,11 @@ def test_report_from_the_archive_alone_and_run_skips_what_it_holds(judged, tmp_p
                                     judges_for=lambda n: ctx)
   (row,) = first["comparisons"]
   assert row["a"] == "joint_25_s0" and row["fixed_guidance"] and row["matched"]
+  # Each point's intervals are the report's own (the records said [v, v]): centred
+  # replicates, so a Frechet distance's interval holds its value.
+  for rec in first["runs"]["joint_25_s0"]["sweep"]:
+    v, (lo, hi) = rec["metrics"]["fd_seg"], rec["intervals"]["fd_seg"]
+    assert lo < v < hi
 
   # The machine is gone: only the results directory is left.
   shutil.rmtree(out)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import warnings
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -128,7 +129,9 @@ def replicate_table(points: Sequence[PointStats], keys: Sequence[str],
       raise ValueError(f"paired bootstrap needs equal sample counts, got {p.n} and {indices.shape[1]}")
   table = np.array([[[float(p.stats[k](idx)) for k in keys] for p in points] for idx in indices])
   values = np.array([[p.metrics[k] for k in keys] for p in points], np.float64)
-  return table - (np.nanmean(table, axis=0) - values)[None]
+  with warnings.catch_warnings():  # a statistic undefined on every replicate: NaN, no warning
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return table - (np.nanmean(table, axis=0) - values)[None]
 
 
 def compare_fixed(a: PointStats, b: PointStats, keys: Sequence[str], replicates: int,
@@ -330,6 +333,18 @@ def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict,
       point_cache[key] = PointStats(record, stats, n)
     return point_cache[key]
 
+  # Each point's own intervals, recomputed from its samples with the replicates
+  # centred on the value, as in the comparisons, whatever code wrote the record
+  # (evaluate centres them from evaluators.base.VERSION 5 on, not before).
+  for name, r in runs.items():
+    for stage in ("chosen", "sweep"):
+      for rec in r[stage] or []:
+        p = stats_of(name, stage, rec)
+        keys = [k for k in rec["metrics"] if k in p.stats and np.isfinite(rec["metrics"][k])]
+        reps = replicate_table([p], keys, paired_indices(p.n, bootstrap, seed))
+        rec["intervals"] = {**rec.get("intervals", {}),
+                            **{k: percentile_interval(reps[:, 0, i]) for i, k in enumerate(keys)}}
+
   comparisons = []
   for label, s, spec_a, spec_b in _pairs(grid):
     j, i = runs[spec_a.name], runs[spec_b.name]
@@ -424,7 +439,8 @@ def markdown(record: dict) -> str:
            f"{p['chosen_guidance']:g} with {p['chosen_samples']} samples; sweep "
            f"{', '.join(f'{g:g}' for g in p['sweep_guidance'])} with {p['sweep_samples']} samples per point. "
            "Correspondence is read off the generated image by the exact oracle; "
-           "95 % bootstrap intervals over samples.", "",
+           "95 % bootstrap intervals over samples (each point's replicates centred on its "
+           "value).", "",
            f"Runs evaluated so far: {sum(1 for r in record['runs'].values() if r['chosen'])} of "
            f"{len(record['runs'])} (the others are listed as pending).", ""]
 
