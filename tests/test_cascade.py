@@ -298,3 +298,18 @@ def test_paired_scores_intervals_match_the_normal_approximation():
   plo, phi = out["points"]["b"]["m"]["interval"]
   assert (phi - plo) / 2 == pytest.approx(1.96 * x.std() / np.sqrt(n), rel=0.15)
   assert out["differences"]["b - c"]["m"] == {"difference": 0.0, "interval": [0.0, 0.0]}
+
+
+def test_scene_agreement_tells_the_same_scenes_at_two_sizes_from_others():
+  from gcd_jax.experiments import sr_cascade  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  big = np.zeros((20, 64, 64), np.int32)
+  for i in range(20):  # two rectangles of random classes per scene
+    for _ in range(2):
+      y, x = rng.integers(0, 48, 2)
+      big[i, y:y + rng.integers(8, 16), x:x + rng.integers(8, 16)] = rng.integers(1, 8)
+  # The same scenes at 32x32: sampled as scene_agreement samples, exactly equal;
+  # at the other pixel phase, most object pixels still agree.
+  assert sr_cascade.scene_agreement(big[:, ::2, ::2], big) == 1.0
+  assert sr_cascade.scene_agreement(big[:, 1::2, 1::2], big) > 0.5
+  assert sr_cascade.scene_agreement(big[:, 1::2, 1::2], np.roll(big, 1, axis=0)) < 0.2
