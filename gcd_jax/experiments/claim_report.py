@@ -439,8 +439,10 @@ def markdown(record: dict) -> str:
            f"{p['chosen_guidance']:g} with {p['chosen_samples']} samples; sweep "
            f"{', '.join(f'{g:g}' for g in p['sweep_guidance'])} with {p['sweep_samples']} samples per point. "
            "Correspondence is read off the generated image by the exact oracle; "
-           "95 % bootstrap intervals over samples (each point's replicates centred on its "
-           "value).", "",
+           "95 % bootstrap intervals over samples: for the image-side metrics recomputed here "
+           "from the archived samples, each point's replicates centred on its value; for the "
+           "joint model's own layout metrics (" + ", ".join(LAYOUT_SIDE) + ") as its "
+           "evaluation recorded them.", "",
            f"Runs evaluated so far: {sum(1 for r in record['runs'].values() if r['chosen'])} of "
            f"{len(record['runs'])} (the others are listed as pending).", ""]
 
