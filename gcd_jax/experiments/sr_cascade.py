@@ -22,11 +22,11 @@ The base stage samples once; the baseline and every SR augmentation level
 (--levels) read its stored outputs. Every output is scored at the SR size by
 the same judges (the oracle's reading of the image for correspondence,
 image_fsd and miou on synthetic_scenes; the --segnet features for fd_seg, but
-not KID, whose bootstrap would take minutes per point), by
-how far the output strays from its input (lowres_mae: the output brought down
-to the low size against the input, in uint8 levels), and, for the real input,
-by its PSNR against the true high-resolution images. Every SR point is compared with the upsampling of its input: SR minus bilinear
-for each metric, with a paired 95 % bootstrap interval over captions (one index
+not KID, whose bootstrap would take minutes per point), by how far the output
+strays from its input (lowres_mae: the output brought down to the low size
+against the input, in uint8 levels), and, for the real input, by its PSNR
+against the true high-resolution images. Every SR point is compared with the
+upsampling of its input: SR minus bilinear for each metric, with a paired 95 % bootstrap interval over captions (one index
 vector per replicate for all points; the replicates of every point are centred
 on its value, because resampling inflates distances between feature sets; as
 the paper-claim report). With --base_segnet (a segnet at the base size) the
@@ -281,7 +281,8 @@ class Study:
         arrays["layouts"] = _layouts(np.concatenate(layouts)[:n])
       return arrays
     key = {"input": self.input_key(name), "checkpoint": str(s.workdir), "step": s.step,
-           "weights": s.weights_digest, "sampler": cfg.record(sr=True), "compute": suite.compute_identity(s.model.config),
+           "weights": s.weights_digest, "sampler": cfg.record(sr=True),
+           "compute": suite.compute_identity(s.model.config),
            **self.common}
     return self._stored(f"{name}_sr_level{level:g}", key, make)
 
