@@ -268,8 +268,12 @@ def test_sr_study_pairs_each_input_with_its_upsampling_and_matches_evaluate(tiny
   # The same numbers as evaluate gives the base stage alone (the same seeds and
   # captions; the SR and base datasets are one here).
   monkeypatch.setattr(run_lib.Run, "sample", sample_fn)
+  # On a copy: the shared tiny run's eval cache is counted by other tests.
+  import shutil  # pylint: disable=g-import-not-at-top
+  base_copy = tmp_path / "tiny_run_copy"
+  shutil.copytree(tiny_run_dir, base_copy, ignore=shutil.ignore_patterns("eval"))
   [alone] = evaluate.run(evaluate.parse_args(
-      [f"--workdir={tiny_run_dir}", "--num_samples=5", "--batch_size=2", "--steps=3",
+      [f"--workdir={base_copy}", "--num_samples=5", "--batch_size=2", "--steps=3",
        "--bootstrap=0", "--guidance=2", "--metrics=correspondence,fd_seg",
        f"--segnet={seg_dir}"]))
   for k in ("semantic_recall", "attribute_accuracy", "fd_seg"):
