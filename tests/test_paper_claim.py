@@ -83,16 +83,25 @@ def test_grid_pairs_every_joint_run_with_its_image_only_twin():
   # The captions-scarce run against both arms trained on the captioned 25 % alone.
   assert [(a.name, b.name) for label, _, a, b in pairs if label.startswith("captions")] == [
       ("joint_100_captions25_s0", "joint_25_s0"), ("joint_100_captions25_s0", "image_only_25_s0")]
-  # Each setting tried against the image-only and the default joint run at 25 %, seed 0.
-  tried = [(label, a.name, b.name) for label, _, a, b in pairs if " with " in label]
+  # Each setting tried against the image-only and the default joint run of its
+  # fraction and seed (bits at 25 % seeds 0 and 1 and at 100 %, p2_gamma=0 at 25 %).
+  tried = [(label, seed, a.name, b.name) for label, seed, a, b in pairs if " with " in label]
   assert tried == [
-      ("25% joint with layout_normalize=bits vs image-only", "joint_25_layout_normalizebits_s0",
+      ("25% joint with layout_normalize=bits vs image-only", 0, "joint_25_layout_normalizebits_s0",
        "image_only_25_s0"),
-      ("25% joint with layout_normalize=bits vs joint", "joint_25_layout_normalizebits_s0",
+      ("25% joint with layout_normalize=bits vs joint", 0, "joint_25_layout_normalizebits_s0",
        "joint_25_s0"),
-      ("25% joint with layout_p2_gamma=0 vs image-only", "joint_25_layout_p2_gamma0_s0",
+      ("25% joint with layout_p2_gamma=0 vs image-only", 0, "joint_25_layout_p2_gamma0_s0",
        "image_only_25_s0"),
-      ("25% joint with layout_p2_gamma=0 vs joint", "joint_25_layout_p2_gamma0_s0", "joint_25_s0")]
+      ("25% joint with layout_p2_gamma=0 vs joint", 0, "joint_25_layout_p2_gamma0_s0", "joint_25_s0"),
+      ("25% joint with layout_normalize=bits vs image-only", 1, "joint_25_layout_normalizebits_s1",
+       "image_only_25_s1"),
+      ("25% joint with layout_normalize=bits vs joint", 1, "joint_25_layout_normalizebits_s1",
+       "joint_25_s1"),
+      ("100% joint with layout_normalize=bits vs image-only", 0, "joint_100_layout_normalizebits_s0",
+       "image_only_100_s0"),
+      ("100% joint with layout_normalize=bits vs joint", 0, "joint_100_layout_normalizebits_s0",
+       "joint_100_s0")]
   assert len(twins) + 2 + len(tried) == len(pairs)
   # One label, one kind of comparison: rows sharing a label differ only in the seed.
   labels = [(label, seed) for label, seed, _, _ in pairs]
@@ -186,6 +195,41 @@ def test_report_tables_from_partial_results(tmp_path):
   text = claim_report.markdown({"protocol": pc.PROTOCOL, "runs": runs, "comparisons": [],
                                 "global_stages": []})
   assert "| 0.005 [0.001, 0.030] |" in text and "(a)" not in text
+
+
+def test_budget_counts_a_judge_trained_on_an_earlier_machine(tmp_path):
+  out, results = tmp_path / "exp", tmp_path / "results"
+  judge_stage = [s for s in pc.global_stages(out, pc.PROTOCOL) if s.key == "judge/segnet"][0]
+  summary = claim_report._global_summary(out, results, judge_stage)  # pylint: disable=protected-access
+  assert not summary["done"] and summary["wall_s"] == 0  # no record anywhere: not done
+  judge = results / "archive" / "judge"
+  judge.mkdir(parents=True)
+  (judge / "segnet.json").write_text(json.dumps({"train_seconds": 97.2}))
+  summary = claim_report._global_summary(out, results, judge_stage)  # pylint: disable=protected-access
+  assert summary["done"] and summary["wall_s"] == 97.2 and summary["from_judge_record"]
+  text = claim_report.markdown({"protocol": pc.PROTOCOL, "runs": {}, "comparisons": [],
+                                "global_stages": [summary]})
+  assert "| judge/segnet | 1.6 (b) | 1 |" in text and "(b) Trained on an earlier machine" in text
+  assert "Total so far: 0.03 h." in text
+
+
+def test_settings_plot_holds_the_runs_beyond_the_twins(tmp_path):
+  def run(spec):
+    pts = [{"guidance": g, "metrics": {k: g for k in ("fd_seg", "semantic_recall", "image_fsd",
+                                                       "attribute_accuracy")},
+            "intervals": {k: [g - 0.1, g + 0.1] for k in ("fd_seg", "semantic_recall", "image_fsd",
+                                                           "attribute_accuracy")}}
+           for g in (1.0, 2.0)]
+    return {"spec": {"arm": spec.arm, "fraction": spec.fraction, "seed": spec.seed,
+                     "captioned": spec.captioned, "overrides": [list(o) for o in spec.overrides]},
+            "sweep": pts}
+  path = tmp_path / "settings_tried.png"
+  twins = {s.name: run(s) for s in pc.GRID[:2]}
+  claim_report.plot_settings({"runs": twins}, path)
+  assert not path.exists()  # nothing beyond the twins: no figure
+  bits = pc.select(pc.GRID, "joint_25_layout_normalizebits_s0")[0]
+  claim_report.plot_settings({"runs": {**twins, bits.name: run(bits)}}, path)
+  assert path.stat().st_size > 1000
 
 
 # ---------------------------------------------------------------------------

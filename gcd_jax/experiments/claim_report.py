@@ -286,6 +286,14 @@ def _global_summary(out: pathlib.Path, results: pathlib.Path, stage) -> dict:
   archived = claim_archive.read_global(results).get(stage.key)
   if archived is not None and not summary["done"]:
     return dict(archived, archived=True)
+  judge = claim_archive.root(results) / "judge" / "segnet.json"
+  if stage.key == "judge/segnet" and not summary["done"] and judge.exists():
+    # Trained on a machine whose stage record was not archived; the judge keeps
+    # its own training time (not the imports and the data loading around it).
+    seconds = json.loads(judge.read_text()).get("train_seconds")
+    if seconds is not None:
+      return dict(summary, done=True, attempts=1, wall_s=float(seconds), hardware=None,
+                  from_judge_record=True)
   return summary
 
 
@@ -374,6 +382,7 @@ def write_report(out: pathlib.Path, results: pathlib.Path, protocol: dict,
   fileio.atomic_write_text(results / "claim.json", json.dumps(record, indent=1))
   fileio.atomic_write_text(results / "claim.md", markdown(record))
   plot(record, results / "fidelity_vs_correspondence.png")
+  plot_settings(record, results / "settings_tried.png")
   clustering_figure(record, results, results / "clustering.png")
   return record
 
@@ -528,10 +537,13 @@ def markdown(record: dict) -> str:
 
   lines += ["", "## Budget", "", "| stage | wall time (min) | attempts | hardware |", "|---|---|---|---|"]
   total = 0.0
+  judge_note = False
   for s in record.get("global_stages", []):
     total += s["wall_s"]
     hw = s["hardware"] or {}
-    lines.append(f"| {s['key']} | {s['wall_s'] / 60:.1f}{'' if s['done'] else ' (not done)'} | "
+    mark = " (b)" if s.get("from_judge_record") else ""
+    judge_note |= bool(mark)
+    lines.append(f"| {s['key']} | {s['wall_s'] / 60:.1f}{'' if s['done'] else ' (not done)'}{mark} | "
                  f"{s['attempts']} | {hw.get('cpu', '')} x{hw.get('cpu_count', '')} {hw.get('gpus') or ''} |")
   for name, r in record["runs"].items():
     for kind, s in r["stages"].items():
@@ -540,6 +552,10 @@ def markdown(record: dict) -> str:
       lines.append(f"| {kind}/{name} | {s['wall_s'] / 60:.1f}{'' if s['done'] else ' (not done)'} | "
                    f"{s['attempts']} | {hw.get('cpu', '')} x{hw.get('cpu_count', '')} {hw.get('gpus') or ''} |")
   lines += ["", f"Total so far: {total / 3600:.2f} h.", ""]
+  if judge_note:
+    lines[-1:] = ["(b) Trained on an earlier machine whose stage record was not archived: the "
+                  "training time the judge recorded itself (`train_seconds` in the archived "
+                  "segnet.json), without the start-up around it.", ""]
   return "\n".join(lines)
 
 
@@ -580,5 +596,61 @@ def plot(record: dict, path: pathlib.Path) -> None:
       ax.set_ylabel(f"{fk} (lower: better)", fontsize=8)
       ax.legend(fontsize=6)
   fig.suptitle("fidelity vs correspondence\n(guidance sweep, 95% intervals)", fontsize=8)
+  fig.tight_layout()
+  fileio.atomic_save_figure(fig, path, dpi=110)
+
+
+def _sweep_curve(ax, r: dict, fk: str, ck: str, **style) -> None:
+  pts = r["sweep"]
+  xs = np.array([q["metrics"][ck] for q in pts])
+  ys = np.array([q["metrics"][fk] for q in pts])
+  xi = np.array([q["intervals"][ck] for q in pts])
+  yi = np.array([q["intervals"][fk] for q in pts])
+  ax.errorbar(xs, ys, xerr=np.abs(np.stack([xs - xi[:, 0], xi[:, 1] - xs])),
+              yerr=np.abs(np.stack([ys - yi[:, 0], yi[:, 1] - ys])), fmt="o-", capsize=2,
+              markersize=3, **style)
+
+
+def plot_settings(record: dict, path: pathlib.Path) -> None:
+  """The runs beyond the twins (other loss settings, captions scarce) along their
+  sweeps, each beside the default joint and image-only runs it is compared with:
+  one column per (captioned fraction, seed)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  runs = {n: r for n, r in record["runs"].items() if r["sweep"]}
+
+  def base(spec):  # the fraction whose captions the run saw
+    return spec["fraction"] if spec["captioned"] is None else spec["captioned"]
+
+  others = {n: r for n, r in runs.items() if r["spec"]["overrides"] or r["spec"]["captioned"] is not None}
+  columns = sorted({(base(r["spec"]), r["spec"]["seed"]) for r in others.values()})
+  if not columns:
+    path.unlink(missing_ok=True)
+    return
+  pairs = [("fd_seg", "semantic_recall"), ("image_fsd", "attribute_accuracy")]
+  fig, axes = plt.subplots(len(pairs), len(columns), squeeze=False,
+                           figsize=(4.4 * len(columns), 3.4 * len(pairs)))
+  twin_colours = {"joint": "tab:blue", "image_only": "tab:orange"}
+  other_colours = ["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
+  colour_of = {n: other_colours[i % len(other_colours)] for i, n in enumerate(sorted(
+      {n.rsplit("_s", 1)[0] for n in others}))}
+  for col, (frac, seed) in enumerate(columns):
+    for row, (fk, ck) in enumerate(pairs):
+      ax = axes[row][col]
+      for name, r in runs.items():
+        spec = r["spec"]
+        if spec["seed"] != seed:
+          continue
+        if name in others and base(spec) == frac:
+          _sweep_curve(ax, r, fk, ck, color=colour_of[name.rsplit("_s", 1)[0]], label=name)
+        elif (name not in others and spec["fraction"] == frac):
+          _sweep_curve(ax, r, fk, ck, color=twin_colours[spec["arm"]], label=name, alpha=0.6)
+      ax.set_title(f"captions of train_{frac}, seed {seed}", fontsize=9)
+      ax.set_xlabel(f"{ck} (image; higher: better)", fontsize=8)
+      ax.set_ylabel(f"{fk} (lower: better)", fontsize=8)
+      ax.legend(fontsize=6)
+  fig.suptitle("settings tried and captions scarce, beside the default arms\n"
+               "(guidance sweep 1 to 6, 95% intervals)", fontsize=8)
   fig.tight_layout()
   fileio.atomic_save_figure(fig, path, dpi=110)
