@@ -232,6 +232,36 @@ def test_settings_plot_holds_the_runs_beyond_the_twins(tmp_path):
   assert path.stat().st_size > 1000
 
 
+def test_clustering_picture_uses_each_arms_best_level_and_old_archives_are_completed(tmp_path):
+  from gcd_jax.experiments import claim_archive
+  steps = {t: {"0": {"nmi": a}, "1": {"nmi": b}} for t, a, b in (("100", 0.2, 0.5), ("800", 0.1, 0.0))}
+  assert claim_report.best_level({"steps": steps}) == "1"  # mean 0.25 against 0.15
+  steps["800"]["0"]["nmi"] = 0.4
+  assert claim_report.best_level({"steps": steps}) == "0"  # mean 0.3 against 0.25
+  # An archive made when only level 0 was kept gets the other levels from the
+  # run's own maps, and refuses maps of other images.
+  rng = np.random.default_rng(0)
+  local = {"images": rng.integers(0, 255, (10, 4, 4, 3), np.uint8),
+           "layouts": rng.integers(0, 3, (10, 4, 4)), "t100_level0": rng.integers(0, 3, (10, 4, 4)),
+           "t100_level1": rng.integers(0, 3, (10, 2, 2))}
+  np.savez(tmp_path / "clustering.npz", **local)
+  results = tmp_path / "results"
+  path = claim_archive.maps_path(results, "joint_25_s0")
+  path.parent.mkdir(parents=True)
+  old = {k: local[k][:claim_archive.MAP_ROWS] for k in ("images", "layouts", "t100_level0")}
+  np.savez(path, colours=np.zeros((3, 3), np.uint8), **old)
+  claim_archive._complete_maps(results, "joint_25_s0", tmp_path / "clustering.npz", _quiet)  # pylint: disable=protected-access
+  with np.load(path) as f:
+    assert set(f.files) == {"images", "layouts", "t100_level0", "t100_level1", "colours"}
+    np.testing.assert_array_equal(f["t100_level1"], local["t100_level1"][:claim_archive.MAP_ROWS])
+  local["layouts"] = local["layouts"][::-1]
+  local.pop("t100_level1")
+  local["t100_level2"] = rng.integers(0, 3, (10, 1, 1))
+  np.savez(tmp_path / "clustering.npz", **local)
+  with pytest.raises(ValueError, match="layouts differ"):
+    claim_archive._complete_maps(results, "joint_25_s0", tmp_path / "clustering.npz", _quiet)  # pylint: disable=protected-access
+
+
 # ---------------------------------------------------------------------------
 # Comparison functions.
 

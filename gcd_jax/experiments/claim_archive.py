@@ -266,6 +266,8 @@ def update(out: pathlib.Path, results: pathlib.Path, protocol: dict,
     for st in paper_claim.run_stages(out, protocol, spec):
       kind = st.key.split("/")[0]
       summary = paper_claim.stage_summary(out, st)
+      if kind == "clustering" and summary["done"] and archived(results, spec.name, kind):
+        _complete_maps(results, spec.name, st.output.with_suffix(".npz"), log)
       if not summary["done"] or archived(results, spec.name, kind):
         continue
       if kind in RECORDS:
@@ -286,8 +288,7 @@ def update(out: pathlib.Path, results: pathlib.Path, protocol: dict,
                           "judge": ctx.judges.segnet_features.identity})
         if kind == "clustering":  # the rows the report's picture grid shows
           with np.load(st.output.with_suffix(".npz"), allow_pickle=False) as f:
-            maps = {k: f[k][:MAP_ROWS] for k in f.files if k in ("images", "layouts")
-                    or k.endswith("_level0")}
+            maps = {k: f[k][:MAP_ROWS] for k in f.files if _is_map(k)}
           maps["colours"] = np.asarray(contexts(protocol["sweep_samples"]).reference.classes.colors,
                                        np.uint8)
           fileio.atomic_write_npz(maps_path(results, spec.name), maps)
@@ -298,6 +299,29 @@ def update(out: pathlib.Path, results: pathlib.Path, protocol: dict,
       fileio.atomic_write_text(run_root(results, spec.name) / "stages.json",
                                json.dumps(stages, indent=1))
       log(f"archived {st.key}")
+
+
+def _is_map(key: str) -> bool:
+  return key in ("images", "layouts") or "_level" in key
+
+
+def _complete_maps(results: pathlib.Path, name: str, local: pathlib.Path, log) -> None:
+  """Adds the decoder levels that an older archive left out (it kept level 0
+  only) from the run's own clustering maps, where this machine still has them."""
+  path = maps_path(results, name)
+  if not (path.exists() and local.exists()):
+    return
+  with np.load(path, allow_pickle=False) as f:
+    maps = {k: f[k] for k in f.files}
+  with np.load(local, allow_pickle=False) as f:
+    missing = [k for k in f.files if _is_map(k) and k not in maps]
+    if not missing:
+      return
+    if not np.array_equal(f["layouts"][:MAP_ROWS], maps["layouts"]):
+      raise ValueError(f"{local}: its layouts differ from the archived maps {path}")
+    maps.update({k: f[k][:MAP_ROWS] for k in missing})
+  fileio.atomic_write_npz(path, maps)
+  log(f"archived the clustering maps of {name} at every level")
 
 
 def ensure_reference(results: pathlib.Path, ctx: base.Context) -> None:
