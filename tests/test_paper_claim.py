@@ -181,6 +181,8 @@ def test_report_tables_from_partial_results(tmp_path):
   assert "| image_only_25_s0 | pending |" in text
   assert f"Runs evaluated so far: 1 of {len(pc.GRID)}" in text
   assert "Total so far: 0.02 h." in text
+  assert "| chosen | 1 | 0.02 | 1.0 [1.0, 1.0] |" in text  # finished stages by kind
+  assert "| train |" not in text  # nothing trained is finished
   assert "(a)" not in text
   # An outpainting record from before its Frechet intervals were centred is flagged.
   l2i = {"miou": {"value": 0.98, "interval": [0.97, 0.99]},

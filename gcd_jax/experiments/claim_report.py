@@ -566,13 +566,26 @@ def markdown(record: dict) -> str:
     judge_note |= bool(mark)
     lines.append(f"| {s['key']} | {s['wall_s'] / 60:.1f}{'' if s['done'] else ' (not done)'}{mark} | "
                  f"{s['attempts']} | {hw.get('cpu', '')} x{hw.get('cpu_count', '')} {hw.get('gpus') or ''} |")
+  by_kind = {}
   for name, r in record["runs"].items():
     for kind, s in r["stages"].items():
       total += s["wall_s"]
+      if s["done"]:
+        n, w = by_kind.get(kind, (0, 0.0))
+        by_kind[kind] = (n + 1, w + s["wall_s"])
       hw = s["hardware"] or {}
       lines.append(f"| {kind}/{name} | {s['wall_s'] / 60:.1f}{'' if s['done'] else ' (not done)'} | "
                    f"{s['attempts']} | {hw.get('cpu', '')} x{hw.get('cpu_count', '')} {hw.get('gpus') or ''} |")
   lines += ["", f"Total so far: {total / 3600:.2f} h.", ""]
+  if by_kind:
+    lines[-1:] = ["", "Finished stages by kind (wall time, all attempts):", "",
+                  "| stage | runs | total (h) | per run (min): median [min, max] |", "|---|---|---|---|"]
+    for kind, (n, w) in by_kind.items():
+      per = [s["wall_s"] / 60 for r in record["runs"].values()
+             for k, s in r["stages"].items() if k == kind and s["done"]]
+      lines.append(f"| {kind} | {n} | {w / 3600:.2f} | {np.median(per):.1f} "
+                   f"[{min(per):.1f}, {max(per):.1f}] |")
+    lines.append("")
   if judge_note:
     lines[-1:] = ["(b) Trained on an earlier machine whose stage record was not archived: the "
                   "training time the judge recorded itself (`train_seconds` in the archived "
