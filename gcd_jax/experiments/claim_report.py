@@ -587,7 +587,7 @@ def markdown(record: dict) -> str:
                    f"[{min(per):.1f}, {max(per):.1f}] |")
     lines.append("")
   if judge_note:
-    lines[-1:] = ["(b) Trained on an earlier machine whose stage record was not archived: the "
+    lines[-1:] = ["", "(b) Trained on an earlier machine whose stage record was not archived: the "
                   "training time the judge recorded itself (`train_seconds` in the archived "
                   "segnet.json), without the start-up around it.", ""]
   return "\n".join(lines)
