@@ -615,14 +615,9 @@ def plot(record: dict, path: pathlib.Path) -> None:
         if spec["fraction"] != frac or spec["captioned"] is not None or spec["overrides"]:
           continue
         pts = r["sweep"]
-        xs = np.array([q["metrics"][ck] for q in pts])
-        ys = np.array([q["metrics"][fk] for q in pts])
-        xi = np.array([q["intervals"][ck] for q in pts])
-        yi = np.array([q["intervals"][fk] for q in pts])
-        ax.errorbar(xs, ys, xerr=np.abs(np.stack([xs - xi[:, 0], xi[:, 1] - xs])),
-                    yerr=np.abs(np.stack([ys - yi[:, 0], yi[:, 1] - ys])), fmt="o-", capsize=2,
-                    color=colours[spec["arm"]], alpha=1.0 if spec["seed"] == 0 else 0.5,
-                    label=f"{spec['arm']} s{spec['seed']}", markersize=3)
+        xs, ys = _sweep_curve(ax, r, fk, ck, color=colours[spec["arm"]],
+                              alpha=1.0 if spec["seed"] == 0 else 0.5,
+                              label=f"{spec['arm']} s{spec['seed']}")
         for q, x, y in zip(pts, xs, ys):
           ax.annotate(f"{q['guidance']:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
       ax.set_title(f"train_{frac}", fontsize=9)
@@ -634,7 +629,8 @@ def plot(record: dict, path: pathlib.Path) -> None:
   fileio.atomic_save_figure(fig, path, dpi=110)
 
 
-def _sweep_curve(ax, r: dict, fk: str, ck: str, **style) -> None:
+def _sweep_curve(ax, r: dict, fk: str, ck: str, **style):
+  """One run's sweep, fidelity `fk` against correspondence `ck`, with 95 % intervals."""
   pts = r["sweep"]
   xs = np.array([q["metrics"][ck] for q in pts])
   ys = np.array([q["metrics"][fk] for q in pts])
@@ -643,6 +639,7 @@ def _sweep_curve(ax, r: dict, fk: str, ck: str, **style) -> None:
   ax.errorbar(xs, ys, xerr=np.abs(np.stack([xs - xi[:, 0], xi[:, 1] - xs])),
               yerr=np.abs(np.stack([ys - yi[:, 0], yi[:, 1] - ys])), fmt="o-", capsize=2,
               markersize=3, **style)
+  return xs, ys
 
 
 def plot_settings(record: dict, path: pathlib.Path) -> None:
