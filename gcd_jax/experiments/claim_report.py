@@ -603,10 +603,10 @@ def plot(record: dict, path: pathlib.Path) -> None:
   if not fractions:
     path.unlink(missing_ok=True)
     return
-  pairs = [("fd_seg", "semantic_recall"), ("image_fsd", "attribute_accuracy")]
+  pairs = SWEEP_PANELS
   fig, axes = plt.subplots(len(pairs), len(fractions), squeeze=False,
                            figsize=(3.6 * len(fractions), 3.0 * len(pairs)))
-  colours = {"joint": "tab:blue", "image_only": "tab:orange"}
+  colours = ARM_COLOURS
   for col, frac in enumerate(fractions):
     for row, (fk, ck) in enumerate(pairs):
       ax = axes[row][col]
@@ -627,6 +627,11 @@ def plot(record: dict, path: pathlib.Path) -> None:
   fig.suptitle("fidelity vs correspondence\n(guidance sweep, 95% intervals)", fontsize=8)
   fig.tight_layout()
   fileio.atomic_save_figure(fig, path, dpi=110)
+
+
+# The sweep figures' panels (fidelity, correspondence) and the arms' colours.
+SWEEP_PANELS = (("fd_seg", "semantic_recall"), ("image_fsd", "attribute_accuracy"))
+ARM_COLOURS = {"joint": "tab:blue", "image_only": "tab:orange"}
 
 
 def _sweep_curve(ax, r: dict, fk: str, ck: str, **style):
@@ -659,10 +664,10 @@ def plot_settings(record: dict, path: pathlib.Path) -> None:
   if not columns:
     path.unlink(missing_ok=True)
     return
-  pairs = [("fd_seg", "semantic_recall"), ("image_fsd", "attribute_accuracy")]
+  pairs = SWEEP_PANELS
   fig, axes = plt.subplots(len(pairs), len(columns), squeeze=False,
                            figsize=(4.4 * len(columns), 3.4 * len(pairs)))
-  twin_colours = {"joint": "tab:blue", "image_only": "tab:orange"}
+  twin_colours = ARM_COLOURS
   other_colours = ["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
   colour_of = {n: other_colours[i % len(other_colours)] for i, n in enumerate(sorted(
       {n.rsplit("_s", 1)[0] for n in others}))}
